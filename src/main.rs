@@ -1,1 +1,211 @@
-fn main(){}
+//! The `vigil` command: `serve`, `check` and `inspect`. Parsing and wiring only.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use vigil::config::{Config, LogFormat, ServeArgs};
+use vigil::engine::{EngineKind, Engines, Signature, TensorSpec};
+use vigil::serving::VersionStatus;
+
+/// vigil: an inference gateway for ONNX models.
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve a model repository over HTTP (Open Inference Protocol v2 and simple JSON).
+    Serve(ServeArgs),
+    /// Load every version of a repository and print a table; exit 1 if any fails.
+    Check {
+        /// Model repository.
+        dir: PathBuf,
+        /// ONNX Runtime library (also VIGIL_ORT_LIB or ORT_DYLIB_PATH).
+        #[arg(long, env = "VIGIL_ORT_LIB")]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Print the inputs and outputs of an ONNX file.
+    Inspect {
+        /// The ONNX file.
+        file: PathBuf,
+        /// Engine to read it with.
+        #[arg(long, value_enum, default_value = "ort")]
+        engine: InspectEngine,
+        /// ONNX Runtime library (also VIGIL_ORT_LIB or ORT_DYLIB_PATH).
+        #[arg(long, env = "VIGIL_ORT_LIB")]
+        ort_lib: Option<PathBuf>,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum InspectEngine {
+    Ort,
+    Tract,
+}
+
+fn init_logs(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn ort_dylib_path() -> Option<PathBuf> {
+    std::env::var_os("ORT_DYLIB_PATH")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("vigil: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Check { dir, ort_lib } => check(dir, ort_lib).await,
+            Command::Inspect {
+                file,
+                engine,
+                ort_lib,
+            } => inspect(file, engine, ort_lib),
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("vigil: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::resolve(args, ort_dylib_path())?;
+    init_logs(config.log_format);
+    let listener = tokio::net::TcpListener::bind(config.addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.addr))?;
+    vigil::run(config, listener, vigil::shutdown::signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe(specs: &[TensorSpec]) -> String {
+    specs
+        .iter()
+        .map(|s| {
+            let dims: Vec<String> = s.protocol_shape().iter().map(i64::to_string).collect();
+            format!("{} {} [{}]", s.name, s.dtype, dims.join(","))
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn print_table(rows: &[Vec<String>]) {
+    let columns = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..columns)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let cells: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+}
+
+async fn check(dir: PathBuf, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    init_logs(LogFormat::Human);
+    let mut config = Config::for_models(dir);
+    config.ort_lib = ort_lib.or_else(ort_dylib_path);
+    let (_engines, registry) = vigil::load(&config).await?;
+    let mut rows = vec![
+        [
+            "MODEL", "VERSION", "TASK", "ENGINE", "INPUTS", "OUTPUTS", "HIGHLIGHT", "STATUS",
+        ]
+        .map(String::from)
+        .to_vec(),
+    ];
+    let mut failed = 0;
+    for model in registry.models() {
+        for version in &model.versions {
+            let meta = version.metadata.as_ref();
+            let (inputs, outputs, status) = match &version.status {
+                VersionStatus::Ready(loaded) => (
+                    describe(&loaded.signature().inputs),
+                    describe(&loaded.signature().outputs),
+                    "ready".to_string(),
+                ),
+                VersionStatus::Unavailable(reason) => {
+                    failed += 1;
+                    ("-".into(), "-".into(), format!("FAILED: {reason}"))
+                }
+            };
+            rows.push(vec![
+                model.name.clone(),
+                version.version.clone(),
+                meta.map_or("-".into(), |m| m.task.to_string()),
+                meta.map_or("-".into(), |m| m.engine.to_string()),
+                inputs,
+                outputs,
+                meta.and_then(|m| m.highlight_score())
+                    .map_or("-".into(), |(name, score)| format!("{name}={score}")),
+                status,
+            ]);
+        }
+    }
+    print_table(&rows);
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        eprintln!("vigil: {failed} version(s) failed to load");
+        ExitCode::FAILURE
+    })
+}
+
+fn inspect(
+    file: PathBuf,
+    engine: InspectEngine,
+    ort_lib: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    let library = vigil::engine::locate_library(ort_lib.or_else(ort_dylib_path).as_deref())?;
+    let engines = Engines::new(&library, 1)?;
+    let kind = match engine {
+        InspectEngine::Ort => EngineKind::Ort,
+        InspectEngine::Tract => EngineKind::Tract,
+    };
+    let model = engines.load(kind, &file)?;
+    let Signature { inputs, outputs } = model.signature();
+    let mut rows = vec![["ROLE", "NAME", "DATATYPE", "SHAPE"].map(String::from).to_vec()];
+    for (role, specs) in [("input", inputs), ("output", outputs)] {
+        for spec in specs {
+            let dims: Vec<String> = spec.protocol_shape().iter().map(i64::to_string).collect();
+            rows.push(vec![
+                role.to_string(),
+                spec.name.clone(),
+                spec.dtype.to_string(),
+                format!("[{}]", dims.join(", ")),
+            ]);
+        }
+    }
+    print_table(&rows);
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,106 @@
+//! `ApiError` and the one place errors become HTTP status codes and `{"error": ...}` bodies.
+
+use crate::serving::ServingError;
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+/// Anything a route can answer with instead of a result.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// From the serving layer (unknown model, invalid input, engine failure, ...).
+    #[error(transparent)]
+    Serving(#[from] ServingError),
+    /// A malformed request, naming the field and what was expected.
+    #[error("{field}: {expected}")]
+    BadRequest {
+        /// The field at fault.
+        field: String,
+        /// What was expected there.
+        expected: String,
+    },
+    /// The body is larger than the configured limit.
+    #[error("request body exceeds the limit of {limit} bytes")]
+    BodyTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// A body in a format the route does not take.
+    #[error(
+        "unsupported content type `{0}`; expected application/json, or \
+         application/octet-stream with an Inference-Header-Content-Length header"
+    )]
+    UnsupportedMediaType(String),
+    /// No such route.
+    #[error("no route for {method} {path}")]
+    NoRoute {
+        /// The method used.
+        method: String,
+        /// The path asked for.
+        path: String,
+    },
+    /// The route exists but not for this method.
+    #[error("method {0} is not allowed on this route")]
+    MethodNotAllowed(String),
+    /// A response could not be encoded.
+    #[error("cannot encode the response: {0}")]
+    Encode(String),
+    /// The body could not be read from the connection.
+    #[error("cannot read the request body: {0}")]
+    BodyRead(String),
+}
+
+impl ApiError {
+    /// Shorthand for [`ApiError::BadRequest`].
+    pub fn bad_request(field: impl Into<String>, expected: impl Into<String>) -> ApiError {
+        ApiError::BadRequest {
+            field: field.into(),
+            expected: expected.into(),
+        }
+    }
+
+    /// The status code for this error. Client mistakes are never 5xx.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Serving(error) => match error {
+                ServingError::UnknownModel(_) | ServingError::UnknownVersion { .. } => {
+                    StatusCode::NOT_FOUND
+                }
+                ServingError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                ServingError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
+                ServingError::TooManyRows { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                ServingError::Engine(_) | ServingError::Task(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+            ApiError::BadRequest { .. } | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        (
+            status,
+            Json(ErrorBody {
+                error: self.to_string(),
+            }),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,126 @@
+//! HTTP API. Routes:
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /v2` | server metadata |
+//! | `GET /v2/health/live`, `GET /v2/health/ready` | liveness, readiness |
+//! | `GET /v2/models/{m}[/versions/{v}]` | model metadata (platform, inputs, outputs) |
+//! | `GET /v2/models/{m}[/versions/{v}]/ready` | model readiness |
+//! | `POST /v2/models/{m}[/versions/{v}]/infer` | OIP inference, JSON or binary tensors |
+//! | `POST /v2/repository/index` | every version with `READY`/`UNAVAILABLE` and reason |
+//! | `POST /v1/models/{m}[/versions/{v}]:predict` | TF-Serving-style JSON |
+//! | `GET /v1/models/{m}[/versions/{v}]` | TF-Serving-style version status |
+//! | `GET /metrics` | Prometheus text |
+//!
+//! Handlers are thin: decode, call `serving`, encode. Errors become responses in `error.rs`.
+
+mod binary;
+mod body;
+mod error;
+mod health;
+mod v1;
+mod v2;
+pub mod v2_types;
+
+pub use self::error::ApiError;
+use crate::serving::Registry;
+use axum::Router;
+use axum::http::{Method, Uri};
+use axum::routing::{any, get, post};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+/// Shared state of every handler: cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    registry: Arc<Registry>,
+    max_body_bytes: usize,
+    draining: AtomicBool,
+    request_prefix: u64,
+    request_counter: AtomicU64,
+}
+
+impl AppState {
+    /// State over a loaded registry.
+    pub fn new(registry: Arc<Registry>, max_body_bytes: usize) -> AppState {
+        let request_prefix = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64)
+            & 0xffff_ffff;
+        AppState(Arc::new(Inner {
+            registry,
+            max_body_bytes,
+            draining: AtomicBool::new(false),
+            request_prefix,
+            request_counter: AtomicU64::new(0),
+        }))
+    }
+
+    /// The model registry.
+    pub fn registry(&self) -> &Registry {
+        &self.0.registry
+    }
+
+    /// Largest body accepted.
+    pub fn max_body_bytes(&self) -> usize {
+        self.0.max_body_bytes
+    }
+
+    /// Marks the gateway as draining: readiness turns false, in-flight requests still finish.
+    pub fn start_draining(&self) {
+        self.0.draining.store(true, Ordering::Release);
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Acquire)
+    }
+
+    /// A request id unique within this process and unlikely to repeat across restarts.
+    pub fn next_request_id(&self) -> String {
+        let n = self.0.request_counter.fetch_add(1, Ordering::Relaxed);
+        format!("{:08x}-{n:x}", self.0.request_prefix)
+    }
+}
+
+async fn no_route(method: Method, uri: Uri) -> ApiError {
+    ApiError::NoRoute {
+        method: method.to_string(),
+        path: uri.path().to_string(),
+    }
+}
+
+async fn method_not_allowed(method: Method) -> ApiError {
+    ApiError::MethodNotAllowed(method.to_string())
+}
+
+/// Every route, with `state` attached.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v2", get(health::server_metadata))
+        .route("/v2/health/live", get(health::live))
+        .route("/v2/health/ready", get(health::ready))
+        .route("/v2/models/{model}", get(v2::model_metadata))
+        .route("/v2/models/{model}/ready", get(v2::model_ready))
+        .route("/v2/models/{model}/infer", post(v2::infer))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(v2::version_metadata),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(v2::version_ready),
+        )
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(v2::infer_version),
+        )
+        .route("/v2/repository/index", post(v2::repository_index))
+        .route("/v1/models/{*rest}", any(v1::dispatch))
+        .route("/metrics", get(health::metrics))
+        .fallback(no_route)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}

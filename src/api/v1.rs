@@ -1,0 +1,328 @@
+//! TF-Serving-style JSON for humans: `POST /v1/models/{m}[/versions/{v}]:predict` with
+//! `{"instances": [[...], ...]}` or `{"instances": [{"<feature>": value, ...}]}`, and
+//! `GET /v1/models/{m}[/versions/{v}]` for version status.
+
+use super::{ApiError, AppState, body};
+use crate::engine::{DataType, Tensor, TensorData};
+use crate::serving::{LoadedVersion, NamedInput, RowPrediction, VersionStatus, row_predictions};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, Method};
+use axum::response::{IntoResponse, Response};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Serialize, Serializer};
+use serde_json::Value;
+use std::sync::Arc;
+
+/// A `/v1/models/...` path, split into its parts.
+#[derive(Debug, PartialEq, Eq)]
+struct V1Path {
+    model: String,
+    version: Option<String>,
+    verb: Option<String>,
+}
+
+fn parse_path(rest: &str) -> Option<V1Path> {
+    let (path, verb) = match rest.rsplit_once(':') {
+        Some((path, verb)) => (path, Some(verb.to_string())),
+        None => (rest, None),
+    };
+    let parts: Vec<&str> = path.split('/').collect();
+    let (model, version) = match parts.as_slice() {
+        [model] => (*model, None),
+        [model, "versions", version] => (*model, Some(version.to_string())),
+        _ => return None,
+    };
+    if model.is_empty() || version.as_deref() == Some("") {
+        return None;
+    }
+    Some(V1Path {
+        model: model.to_string(),
+        version,
+        verb,
+    })
+}
+
+/// `/v1/models/{*rest}`: dispatches `:predict` (POST) and status (GET).
+pub async fn dispatch(
+    State(app): State<AppState>,
+    method: Method,
+    Path(rest): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let no_route = || ApiError::NoRoute {
+        method: method.to_string(),
+        path: format!("/v1/models/{rest}"),
+    };
+    let path = parse_path(&rest).ok_or_else(no_route)?;
+    match (path.verb.as_deref(), &method) {
+        (Some("predict"), &Method::POST) => predict(&app, &path, &headers, body).await,
+        (Some("predict"), _) => Err(ApiError::MethodNotAllowed(method.to_string())),
+        (None, &Method::GET) => status(&app, &path),
+        (None, _) => Err(ApiError::MethodNotAllowed(method.to_string())),
+        (Some(_), _) => Err(no_route()),
+    }
+}
+
+#[derive(Serialize)]
+struct VersionStatusBody<'a> {
+    version: &'a str,
+    state: &'static str,
+    status: StatusDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct StatusDetail<'a> {
+    error_code: &'static str,
+    error_message: &'a str,
+}
+
+#[derive(Serialize)]
+struct StatusResponse<'a> {
+    model_version_status: Vec<VersionStatusBody<'a>>,
+}
+
+fn status(app: &AppState, path: &V1Path) -> Result<Response, ApiError> {
+    let registry = app.registry();
+    let entry = registry.model(&path.model)?;
+    if let Some(version) = &path.version
+        && !entry.versions.iter().any(|v| &v.version == version)
+    {
+        return Err(crate::serving::ServingError::UnknownVersion {
+            model: path.model.clone(),
+            version: version.clone(),
+        }
+        .into());
+    }
+    let statuses = entry
+        .versions
+        .iter()
+        .filter(|v| path.version.as_ref().is_none_or(|wanted| &v.version == wanted))
+        .map(|v| match &v.status {
+            VersionStatus::Ready(_) => VersionStatusBody {
+                version: &v.version,
+                state: "AVAILABLE",
+                status: StatusDetail {
+                    error_code: "OK",
+                    error_message: "",
+                },
+            },
+            VersionStatus::Unavailable(reason) => VersionStatusBody {
+                version: &v.version,
+                state: "END",
+                status: StatusDetail {
+                    error_code: "UNAVAILABLE",
+                    error_message: reason,
+                },
+            },
+        })
+        .collect();
+    Ok(Json(StatusResponse {
+        model_version_status: statuses,
+    })
+    .into_response())
+}
+
+#[derive(Deserialize)]
+struct PredictRequest {
+    instances: Vec<Value>,
+    #[serde(default)]
+    #[expect(dead_code, reason = "accepted for TF-Serving compatibility; vigil models have one signature")]
+    signature_name: Option<String>,
+}
+
+/// Builds the `[rows, width]` input from row-format instances (arrays, or objects keyed by the
+/// version's feature names).
+fn instances_tensor(loaded: &LoadedVersion, instances: &[Value]) -> Result<NamedInput, ApiError> {
+    let signature = loaded.signature();
+    let [input] = signature.inputs.as_slice() else {
+        return Err(ApiError::bad_request(
+            "instances",
+            format!(
+                "this model has {} inputs; the simple JSON API serves single-input models, use \
+                 the v2 API",
+                signature.inputs.len()
+            ),
+        ));
+    };
+    if input.shape.len() != 2 || input.dtype == DataType::String {
+        return Err(ApiError::bad_request(
+            "instances",
+            "the model's input is not a numeric [rows, features] matrix; use the v2 API",
+        ));
+    }
+    let features = &loaded.metadata.features;
+    let width = input.shape[1].unwrap_or(features.len());
+    if instances.is_empty() {
+        return Err(ApiError::bad_request("instances", "expected at least one instance"));
+    }
+    let mut values = Vec::with_capacity(instances.len() * width);
+    for (row, instance) in instances.iter().enumerate() {
+        let field = format!("instances[{row}]");
+        match instance {
+            Value::Array(cells) => {
+                if cells.len() != width {
+                    return Err(ApiError::bad_request(
+                        field,
+                        format!("expected {width} numbers, got {}", cells.len()),
+                    ));
+                }
+                for (column, cell) in cells.iter().enumerate() {
+                    values.push(cell.as_f64().ok_or_else(|| {
+                        ApiError::bad_request(
+                            format!("{field}[{column}]"),
+                            format!("expected a number, got {cell}"),
+                        )
+                    })?);
+                }
+            }
+            Value::Object(map) => {
+                if features.len() != width {
+                    return Err(ApiError::bad_request(
+                        field,
+                        "this version's model.toml names no features; send each instance as an \
+                         array",
+                    ));
+                }
+                if let Some(unknown) = map.keys().find(|k| !features.contains(k)) {
+                    return Err(ApiError::bad_request(
+                        format!("{field}.{unknown}"),
+                        format!("unknown feature; expected the features [{}]", features.join(", ")),
+                    ));
+                }
+                for feature in features {
+                    let cell = map.get(feature).ok_or_else(|| {
+                        ApiError::bad_request(format!("{field}.{feature}"), "missing feature")
+                    })?;
+                    values.push(cell.as_f64().ok_or_else(|| {
+                        ApiError::bad_request(
+                            format!("{field}.{feature}"),
+                            format!("expected a number, got {cell}"),
+                        )
+                    })?);
+                }
+            }
+            Value::Number(number) if width == 1 => values.push(number.as_f64().unwrap_or(f64::NAN)),
+            other => {
+                return Err(ApiError::bad_request(
+                    field,
+                    format!(
+                        "expected an array of {width} numbers or an object keyed by feature name, \
+                         got {other}"
+                    ),
+                ));
+            }
+        }
+    }
+    let tensor = Tensor::new(vec![instances.len(), width], TensorData::F64(values))
+        .map_err(|e| ApiError::bad_request("instances", e.to_string()))?;
+    Ok(NamedInput {
+        name: input.name.clone(),
+        field: "instances".to_string(),
+        tensor,
+    })
+}
+
+/// One prediction, serialized as `{"label", "probabilities": {class: p}}` or `{"value"}`.
+struct PredictionBody<'a>(&'a RowPrediction);
+
+impl Serialize for PredictionBody<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        struct Probabilities<'a>(&'a [(String, f64)]);
+        impl Serialize for Probabilities<'_> {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(self.0.len()))?;
+                for (class, p) in self.0 {
+                    // Probabilities come from f32 outputs: print them at that precision.
+                    map.serialize_entry(class, &(*p as f32))?;
+                }
+                map.end()
+            }
+        }
+        match self.0 {
+            RowPrediction::Class {
+                label,
+                probabilities,
+            } => {
+                let mut map = serializer.serialize_map(None)?;
+                map.serialize_entry("label", label)?;
+                if !probabilities.is_empty() {
+                    map.serialize_entry("probabilities", &Probabilities(probabilities))?;
+                }
+                map.end()
+            }
+            RowPrediction::Value(value) => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("value", value)?;
+                map.end()
+            }
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct PredictResponse<'a> {
+    model_name: &'a str,
+    model_version: &'a str,
+    predictions: Vec<PredictionBody<'a>>,
+}
+
+async fn predict(
+    app: &AppState,
+    path: &V1Path,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let loaded: Arc<LoadedVersion> = app.registry().resolve(&path.model, path.version.as_deref())?;
+    body::json_format(headers)?;
+    let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
+    let request: PredictRequest = serde_path_to_error::deserialize(&mut deserializer)
+        .map_err(|e| super::v2_types::json_error(e.path().to_string(), e.inner()))?;
+    let input = instances_tensor(&loaded, &request.instances)?;
+    let prediction = app.registry().predict(loaded, vec![input]).await?;
+    let version = &prediction.version;
+    let rows = row_predictions(
+        &prediction.outputs,
+        version.roles,
+        &version.metadata,
+        prediction.rows,
+    );
+    let id = app.next_request_id();
+    let mut response = Json(PredictResponse {
+        model_name: &version.model,
+        model_version: &version.version,
+        predictions: rows.iter().map(PredictionBody).collect(),
+    })
+    .into_response();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_split_into_model_version_and_verb() {
+        assert_eq!(
+            parse_path("iris:predict"),
+            Some(V1Path {
+                model: "iris".into(),
+                version: None,
+                verb: Some("predict".into())
+            })
+        );
+        assert_eq!(
+            parse_path("iris/versions/2:predict").and_then(|p| p.version),
+            Some("2".into())
+        );
+        assert_eq!(parse_path("iris").and_then(|p| p.verb), None);
+        assert_eq!(parse_path("iris/labels/x:predict"), None);
+        assert_eq!(parse_path("iris/versions/:predict"), None);
+    }
+}

@@ -1,0 +1,325 @@
+//! Open Inference Protocol (v2) handlers: model metadata and readiness, inference (JSON and the
+//! binary tensor extension), and the repository index.
+
+use super::body::{self, BodyFormat, INFERENCE_HEADER_CONTENT_LENGTH};
+use super::v2_types::{
+    InferResponse, JsonElements, OutputParameters, OutputTensor, RequestedOutput, parse_request,
+};
+use super::{ApiError, AppState, binary};
+use crate::engine::{Signature, TensorSpec};
+use crate::serving::{LoadedVersion, Prediction, VersionStatus};
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// The platform string of every version vigil serves.
+pub const PLATFORM: &str = "onnx_onnxv1";
+
+#[derive(Serialize)]
+struct TensorMetadata<'a> {
+    name: &'a str,
+    datatype: &'static str,
+    shape: Vec<i64>,
+}
+
+impl<'a> From<&'a TensorSpec> for TensorMetadata<'a> {
+    fn from(spec: &'a TensorSpec) -> Self {
+        TensorMetadata {
+            name: &spec.name,
+            datatype: spec.dtype.protocol_name(),
+            shape: spec.protocol_shape(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ModelMetadata<'a> {
+    name: &'a str,
+    versions: Vec<&'a str>,
+    platform: &'static str,
+    inputs: Vec<TensorMetadata<'a>>,
+    outputs: Vec<TensorMetadata<'a>>,
+}
+
+fn metadata_response(name: &str, versions: Vec<&str>, signature: &Signature) -> Response {
+    Json(ModelMetadata {
+        name,
+        versions,
+        platform: PLATFORM,
+        inputs: signature.inputs.iter().map(TensorMetadata::from).collect(),
+        outputs: signature.outputs.iter().map(TensorMetadata::from).collect(),
+    })
+    .into_response()
+}
+
+/// `GET /v2/models/{model}`: the default version's signature and every ready version.
+pub async fn model_metadata(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Response, ApiError> {
+    let registry = app.registry();
+    let loaded = registry.resolve(&model, None)?;
+    let entry = registry.model(&model)?;
+    let versions = entry
+        .versions
+        .iter()
+        .filter(|v| matches!(v.status, VersionStatus::Ready(_)))
+        .map(|v| v.version.as_str())
+        .collect();
+    Ok(metadata_response(&model, versions, loaded.signature()))
+}
+
+/// `GET /v2/models/{model}/versions/{version}`.
+pub async fn version_metadata(
+    State(app): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let loaded = app.registry().resolve(&model, Some(&version))?;
+    Ok(metadata_response(
+        &model,
+        vec![loaded.version.as_str()],
+        loaded.signature(),
+    ))
+}
+
+#[derive(Serialize)]
+struct ModelReady<'a> {
+    name: &'a str,
+    ready: bool,
+}
+
+/// `GET /v2/models/{model}/ready`: 200 when a version serves, 503 when none does.
+pub async fn model_ready(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Response, ApiError> {
+    app.registry().resolve(&model, None)?;
+    Ok(Json(ModelReady {
+        name: &model,
+        ready: true,
+    })
+    .into_response())
+}
+
+/// `GET /v2/models/{model}/versions/{version}/ready`.
+pub async fn version_ready(
+    State(app): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    app.registry().resolve(&model, Some(&version))?;
+    Ok(Json(ModelReady {
+        name: &model,
+        ready: true,
+    })
+    .into_response())
+}
+
+/// `POST /v2/models/{model}/infer`: inference on the model's default version.
+pub async fn infer(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let loaded = app.registry().resolve(&model, None)?;
+    run_infer(&app, loaded, &headers, body).await
+}
+
+/// `POST /v2/models/{model}/versions/{version}/infer`.
+pub async fn infer_version(
+    State(app): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let loaded = app.registry().resolve(&model, Some(&version))?;
+    run_infer(&app, loaded, &headers, body).await
+}
+
+/// Which outputs to return, in which order, and whether each goes out as binary.
+fn select_outputs(
+    signature: &Signature,
+    requested: Option<Vec<RequestedOutput>>,
+    binary_by_default: bool,
+) -> Result<Vec<(usize, bool)>, ApiError> {
+    let Some(requested) = requested else {
+        return Ok((0..signature.outputs.len())
+            .map(|index| (index, binary_by_default))
+            .collect());
+    };
+    let mut selection = Vec::with_capacity(requested.len());
+    for (position, output) in requested.iter().enumerate() {
+        let index = signature
+            .outputs
+            .iter()
+            .position(|spec| spec.name == output.name)
+            .ok_or_else(|| {
+                let names: Vec<&str> = signature.outputs.iter().map(|s| s.name.as_str()).collect();
+                ApiError::bad_request(
+                    format!("outputs[{position}].name"),
+                    format!(
+                        "the model has no output `{}`; expected one of [{}]",
+                        output.name,
+                        names.join(", ")
+                    ),
+                )
+            })?;
+        let binary = output
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("binary_data"))
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(binary_by_default);
+        selection.push((index, binary));
+    }
+    Ok(selection)
+}
+
+async fn run_infer(
+    app: &AppState,
+    loaded: Arc<LoadedVersion>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let format = body::inference_format(headers)?;
+    let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
+    let (json, binary) = match format {
+        BodyFormat::Json => (&bytes[..], &[][..]),
+        BodyFormat::JsonWithBinary { json_len } if json_len <= bytes.len() => {
+            bytes.split_at(json_len)
+        }
+        BodyFormat::JsonWithBinary { json_len } => {
+            return Err(ApiError::bad_request(
+                "Inference-Header-Content-Length",
+                format!(
+                    "the JSON header is said to be {json_len} bytes but the body has {}",
+                    bytes.len()
+                ),
+            ));
+        }
+    };
+    let mut request = parse_request(json)?;
+    let id = request.client_id().unwrap_or_else(|| app.next_request_id());
+    let selection = select_outputs(
+        loaded.signature(),
+        request.outputs.take(),
+        request.binary_outputs_by_default(),
+    )?;
+    let inputs = request.into_inputs(binary)?;
+    let prediction = app.registry().predict(loaded, inputs).await?;
+    Ok(encode_response(&prediction, &id, &selection))
+}
+
+fn encode_response(prediction: &Prediction, id: &str, selection: &[(usize, bool)]) -> Response {
+    let signature = prediction.version.signature();
+    let mut binary_part = Vec::new();
+    let outputs = selection
+        .iter()
+        .map(|&(index, binary)| {
+            let tensor = &prediction.outputs[index];
+            let (parameters, data) = if binary {
+                let before = binary_part.len();
+                binary::encode(tensor.data(), &mut binary_part);
+                let size = binary_part.len() - before;
+                (Some(OutputParameters { binary_data_size: size }), None)
+            } else {
+                (None, Some(JsonElements(tensor.data())))
+            };
+            OutputTensor {
+                name: &signature.outputs[index].name,
+                datatype: tensor.dtype().protocol_name(),
+                shape: tensor.shape(),
+                parameters,
+                data,
+            }
+        })
+        .collect();
+    let response = InferResponse {
+        model_name: &prediction.version.model,
+        model_version: &prediction.version.version,
+        id,
+        outputs,
+    };
+    let mut json = match serde_json::to_vec(&response) {
+        Ok(json) => json,
+        Err(error) => {
+            return ApiError::Encode(error.to_string()).into_response();
+        }
+    };
+    let json_len = json.len();
+    let binary = selection.iter().any(|&(_, binary)| binary);
+    let mut headers = HeaderMap::new();
+    if let Ok(value) = HeaderValue::from_str(id) {
+        headers.insert("x-request-id", value);
+    }
+    if binary {
+        json.extend_from_slice(&binary_part);
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        );
+        headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, HeaderValue::from(json_len));
+    } else {
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    (headers, json).into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct IndexRequest {
+    #[serde(default)]
+    ready: bool,
+}
+
+#[derive(Serialize)]
+struct IndexEntry<'a> {
+    name: &'a str,
+    version: &'a str,
+    state: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    reason: &'a str,
+}
+
+/// `POST /v2/repository/index`: every version with `READY`/`UNAVAILABLE` and the reason
+/// (`{"ready": true}` lists only ready ones).
+pub async fn repository_index(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    body::json_format(&headers)?;
+    let bytes = body::read_limited(&headers, body, app.max_body_bytes()).await?;
+    let filter: IndexRequest = if bytes.iter().all(u8::is_ascii_whitespace) {
+        IndexRequest::default()
+    } else {
+        serde_json::from_slice(&bytes)
+            .map_err(|e| super::v2_types::json_error("body".into(), &e))?
+    };
+    let registry = app.registry();
+    let mut entries = Vec::new();
+    for model in registry.models() {
+        for version in &model.versions {
+            let (state, reason) = match &version.status {
+                VersionStatus::Ready(_) => ("READY", ""),
+                VersionStatus::Unavailable(reason) => ("UNAVAILABLE", reason.as_str()),
+            };
+            if filter.ready && state != "READY" {
+                continue;
+            }
+            entries.push(IndexEntry {
+                name: &model.name,
+                version: &version.version,
+                state,
+                reason,
+            });
+        }
+    }
+    Ok(Json(entries).into_response())
+}

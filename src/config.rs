@@ -1,0 +1,272 @@
+//! Settings, settled once at start-up: the config file (`vigil.toml`), then `VIGIL_*` environment
+//! variables and flags (flags win over env, both over the file, the file over defaults). The
+//! result is a validated [`Config`]; nothing else reads the environment.
+
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default model repository.
+pub const DEFAULT_MODELS: &str = "./models";
+/// Default listen address.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Default state directory.
+pub const DEFAULT_STATE: &str = "./state";
+/// Default request body limit: 8 MiB.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Default limit on rows per request.
+pub const DEFAULT_MAX_BATCH_ROWS: usize = 4096;
+/// Default inline budget: calls expected to take longer run on the blocking pool.
+pub const DEFAULT_INLINE_BUDGET: Duration = Duration::from_micros(200);
+/// Default time allowed for in-flight requests to finish after a shutdown signal.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Human,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags of `vigil serve` (each also read from its `VIGIL_*` environment variable).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// Model repository: `<dir>/<model>/<version>/model.onnx` [default: ./models]
+    #[arg(long, env = "VIGIL_MODELS")]
+    pub models: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080]
+    #[arg(long, env = "VIGIL_ADDR")]
+    pub addr: Option<SocketAddr>,
+    /// Directory for durable gateway state (created if missing) [default: ./state]
+    #[arg(long, env = "VIGIL_STATE")]
+    pub state: Option<PathBuf>,
+    /// Config file (TOML, same keys as the flags with underscores)
+    #[arg(long, env = "VIGIL_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// ONNX Runtime shared library (libonnxruntime.so); also ORT_DYLIB_PATH. Without it, the
+    /// `onnxruntime` Python package in ./.venv or of `python3` is used
+    #[arg(long, env = "VIGIL_ORT_LIB")]
+    pub ort_lib: Option<PathBuf>,
+    /// Log format [default: human]
+    #[arg(long, env = "VIGIL_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Largest request body accepted, in bytes; larger bodies get 413 [default: 8388608]
+    #[arg(long, env = "VIGIL_MAX_BODY_BYTES")]
+    pub max_body_bytes: Option<usize>,
+    /// Most rows accepted in one request; more get 413 [default: 4096]
+    #[arg(long, env = "VIGIL_MAX_BATCH_ROWS")]
+    pub max_batch_rows: Option<usize>,
+    /// ONNX Runtime sessions per version (concurrent calls per version) [default: CPU count]
+    #[arg(long, env = "VIGIL_SESSIONS_PER_VERSION")]
+    pub sessions_per_version: Option<usize>,
+    /// Calls whose measured cost exceeds this many microseconds run on the blocking pool instead
+    /// of the async worker [default: 200]
+    #[arg(long, env = "VIGIL_INLINE_BUDGET_US")]
+    pub inline_budget_us: Option<u64>,
+    /// Seconds in-flight requests get to finish after SIGINT/SIGTERM [default: 30]
+    #[arg(long, env = "VIGIL_SHUTDOWN_GRACE_SECS")]
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+/// The config file's keys (all optional; unknown keys are an error).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    models: Option<PathBuf>,
+    addr: Option<SocketAddr>,
+    state: Option<PathBuf>,
+    ort_lib: Option<PathBuf>,
+    log_format: Option<LogFormat>,
+    max_body_bytes: Option<usize>,
+    max_batch_rows: Option<usize>,
+    sessions_per_version: Option<usize>,
+    inline_budget_us: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+/// Validated settings of a gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Model repository root.
+    pub models: PathBuf,
+    /// Listen address (the CLI binds it; tests pass their own listener).
+    pub addr: SocketAddr,
+    /// Durable state directory.
+    pub state: PathBuf,
+    /// ONNX Runtime library, when given explicitly.
+    pub ort_lib: Option<PathBuf>,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Largest request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Most rows per request.
+    pub max_batch_rows: usize,
+    /// ONNX Runtime sessions per version.
+    pub sessions_per_version: usize,
+    /// Calls expected to take longer run on the blocking pool.
+    pub inline_budget: Duration,
+    /// Time allowed for in-flight requests at shutdown.
+    pub shutdown_grace: Duration,
+}
+
+/// Configuration problems, all of them at once.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {}", .0.join("; "))]
+pub struct ConfigError(pub Vec<String>);
+
+fn default_sessions() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+impl Config {
+    /// Settings for a repository at `models` with every other setting at its default.
+    pub fn for_models(models: impl Into<PathBuf>) -> Config {
+        Config {
+            models: models.into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            state: PathBuf::from(DEFAULT_STATE),
+            ort_lib: None,
+            log_format: LogFormat::Human,
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_batch_rows: DEFAULT_MAX_BATCH_ROWS,
+            sessions_per_version: default_sessions(),
+            inline_budget: DEFAULT_INLINE_BUDGET,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+
+    /// Merges flags/env (`args`), the config file they name, and defaults, then validates.
+    /// `ort_dylib_path` is the value of `ORT_DYLIB_PATH`, used when no `--ort-lib` is given.
+    ///
+    /// # Errors
+    /// [`ConfigError`] listing every problem found.
+    pub fn resolve(args: ServeArgs, ort_dylib_path: Option<PathBuf>) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+        let file = match &args.config {
+            Some(path) => read_file(path).unwrap_or_else(|problem| {
+                problems.push(problem);
+                FileConfig::default()
+            }),
+            None => FileConfig::default(),
+        };
+        let defaults = Config::for_models(DEFAULT_MODELS);
+        let config = Config {
+            models: args.models.or(file.models).unwrap_or(defaults.models),
+            addr: args.addr.or(file.addr).unwrap_or(defaults.addr),
+            state: args.state.or(file.state).unwrap_or(defaults.state),
+            ort_lib: args.ort_lib.or(file.ort_lib).or(ort_dylib_path),
+            log_format: args.log_format.or(file.log_format).unwrap_or_default(),
+            max_body_bytes: args
+                .max_body_bytes
+                .or(file.max_body_bytes)
+                .unwrap_or(defaults.max_body_bytes),
+            max_batch_rows: args
+                .max_batch_rows
+                .or(file.max_batch_rows)
+                .unwrap_or(defaults.max_batch_rows),
+            sessions_per_version: args
+                .sessions_per_version
+                .or(file.sessions_per_version)
+                .unwrap_or(defaults.sessions_per_version),
+            inline_budget: args
+                .inline_budget_us
+                .or(file.inline_budget_us)
+                .map_or(defaults.inline_budget, Duration::from_micros),
+            shutdown_grace: args
+                .shutdown_grace_secs
+                .or(file.shutdown_grace_secs)
+                .map_or(defaults.shutdown_grace, Duration::from_secs),
+        };
+        problems.extend(config.problems());
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigError(problems))
+        }
+    }
+
+    /// Every rule the settings break.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if !self.models.is_dir() {
+            problems.push(format!(
+                "models: {} is not a directory",
+                self.models.display()
+            ));
+        }
+        if self.max_body_bytes < 1024 {
+            problems.push("max_body_bytes: must be at least 1024".into());
+        }
+        if self.max_batch_rows == 0 {
+            problems.push("max_batch_rows: must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.sessions_per_version) {
+            problems.push("sessions_per_version: must be between 1 and 64".into());
+        }
+        problems
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("config file {}: {e}", path.display()))?;
+    toml::from_str(&text).map_err(|e| format!("config file {}: {}", path.display(), e.message()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn models_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models")
+    }
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("vigil.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "models = {:?}\nmax_batch_rows = 7\nmax_body_bytes = 2048\n",
+                models_dir()
+            ),
+        )
+        .expect("write config");
+        let args = ServeArgs {
+            config: Some(file),
+            max_batch_rows: Some(9),
+            ..ServeArgs::default()
+        };
+        let config = Config::resolve(args, Some(PathBuf::from("/lib/ort.so"))).expect("valid");
+        assert_eq!(config.max_batch_rows, 9);
+        assert_eq!(config.max_body_bytes, 2048);
+        assert_eq!(config.models, models_dir());
+        assert_eq!(config.ort_lib, Some(PathBuf::from("/lib/ort.so")));
+        assert_eq!(config.addr, DEFAULT_ADDR.parse().expect("address"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("vigil.toml");
+        std::fs::write(&file, "max_rows = 3\n").expect("write config");
+        let args = ServeArgs {
+            config: Some(file),
+            models: Some(dir.path().join("missing")),
+            sessions_per_version: Some(0),
+            ..ServeArgs::default()
+        };
+        let err = Config::resolve(args, None).unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.0.len(), 3, "{text}");
+        assert!(text.contains("max_rows"), "{text}");
+        assert!(text.contains("is not a directory"), "{text}");
+        assert!(text.contains("sessions_per_version"), "{text}");
+    }
+}

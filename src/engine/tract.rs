@@ -1,0 +1,1 @@
+//! The tract backend (feature `tract`): placeholder replaced below.

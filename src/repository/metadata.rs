@@ -1,0 +1,121 @@
+//! The `model.toml` schema: what a version says about itself (task, labels, features, scores).
+
+use crate::engine::EngineKind;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What a version predicts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Task {
+    /// Class labels and per-class probabilities.
+    Classification,
+    /// One number per row.
+    Regression,
+}
+
+impl std::fmt::Display for Task {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Task::Classification => "classification",
+            Task::Regression => "regression",
+        })
+    }
+}
+
+/// Scores of a version on its validation and test sets, metric name → value.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scores {
+    /// Scores on the validation set (used to rank versions).
+    #[serde(default)]
+    pub validation: BTreeMap<String, f64>,
+    /// Scores on the held-out test set.
+    #[serde(default)]
+    pub test: BTreeMap<String, f64>,
+}
+
+/// A version's `model.toml`. Only `task` is required.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metadata {
+    /// Classification or regression.
+    pub task: Task,
+    /// When the version was produced (free text, usually RFC 3339).
+    #[serde(default)]
+    pub created_at: Option<String>,
+    /// The training run or recipe that produced it.
+    #[serde(default)]
+    pub run: Option<String>,
+    /// Free text for humans.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Class names by class index.
+    #[serde(default)]
+    pub labels: Vec<String>,
+    /// Feature names, in the column order of the model's input.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// The score used to rank versions (a key of `metrics.validation`).
+    #[serde(default)]
+    pub highlight: Option<String>,
+    /// The engine that runs this version.
+    #[serde(default)]
+    pub engine: EngineKind,
+    /// Hyperparameters, as text.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+    /// Validation and test scores.
+    #[serde(default)]
+    pub metrics: Scores,
+}
+
+impl Metadata {
+    /// The highlight metric's validation score, when both are present.
+    pub fn highlight_score(&self) -> Option<(&str, f64)> {
+        let name = self.highlight.as_deref()?;
+        self.metrics
+            .validation
+            .get(name)
+            .map(|&score| (name, score))
+    }
+
+    /// The name of class `index`: its label from `labels`, else the index itself.
+    pub fn class_name(&self, index: usize) -> String {
+        self.labels
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| index.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_task_is_required() {
+        let meta: Metadata = toml::from_str("task = \"regression\"").expect("minimal metadata");
+        assert_eq!(meta.task, Task::Regression);
+        assert_eq!(meta.engine, EngineKind::Ort);
+        assert!(meta.highlight_score().is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<Metadata>("task = \"regression\"\nfeaturez = []").unwrap_err();
+        assert!(err.to_string().contains("featurez"), "{err}");
+    }
+
+    #[test]
+    fn highlight_reads_the_validation_score() {
+        let meta: Metadata = toml::from_str(
+            "task = \"classification\"\nhighlight = \"accuracy\"\nengine = \"tract\"\n\
+             [metrics.validation]\naccuracy = 0.9\n",
+        )
+        .expect("metadata");
+        assert_eq!(meta.highlight_score(), Some(("accuracy", 0.9)));
+        assert_eq!(meta.engine, EngineKind::Tract);
+        assert_eq!(meta.class_name(4), "4");
+    }
+}

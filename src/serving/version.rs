@@ -1,0 +1,233 @@
+//! A loaded, warmed version: engine, metadata, output roles, and the measured cost that decides
+//! whether a request runs inline on the async worker or on the blocking pool.
+
+use super::outputs::OutputRoles;
+use crate::engine::{DataType, EngineError, Engines, Model, Signature, Tensor, TensorData};
+use crate::repository::{Metadata, Reference, RepositoryError, VersionDir};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Rows used for the warm-up and cost measurement (from `reference.csv` when available).
+const WARM_UP_ROWS: usize = 32;
+/// Timed runs per batch size during warm-up; the median is kept.
+const WARM_UP_RUNS: usize = 5;
+
+/// Why a version could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// Its files are missing or invalid.
+    #[error(transparent)]
+    Repository(#[from] RepositoryError),
+    /// The engine could not load or run it.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The warm-up inference failed or gave outputs of the wrong shape.
+    #[error("warm-up failed: {0}")]
+    WarmUp(String),
+}
+
+/// Measured inference cost: `fixed + per_row × rows`, from the warm-up runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InferenceCost {
+    /// Cost of a one-row call.
+    pub fixed: Duration,
+    /// Extra cost of each further row.
+    pub per_row: Duration,
+}
+
+impl InferenceCost {
+    /// Expected time for a call with `rows` rows.
+    pub fn estimate(&self, rows: usize) -> Duration {
+        let extra = u32::try_from(rows.saturating_sub(1)).unwrap_or(u32::MAX);
+        self.fixed.saturating_add(self.per_row.saturating_mul(extra))
+    }
+}
+
+/// A version ready to serve. Immutable once built; shared as `Arc<LoadedVersion>`.
+pub struct LoadedVersion {
+    /// Model name.
+    pub model: String,
+    /// Version name.
+    pub version: String,
+    /// Directory it was loaded from.
+    pub path: PathBuf,
+    /// Its `model.toml`.
+    pub metadata: Metadata,
+    /// Size of `model.onnx` in bytes.
+    pub file_size: u64,
+    /// Which outputs are label, probabilities and value.
+    pub roles: OutputRoles,
+    /// Measured cost per call.
+    pub cost: InferenceCost,
+    /// Time spent loading and warming up.
+    pub load_time: Duration,
+    /// Reference rows, when the version ships `reference.csv`.
+    pub reference: Option<Reference>,
+    engine: Box<dyn Model>,
+}
+
+impl std::fmt::Debug for LoadedVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedVersion")
+            .field("model", &self.model)
+            .field("version", &self.version)
+            .field("engine", &self.metadata.engine)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedVersion {
+    /// Loads `dir` with the engine its metadata names, runs the warm-up, and measures the cost.
+    ///
+    /// # Errors
+    /// [`LoadError`] naming the file, the engine's complaint or the failed warm-up.
+    pub fn load(dir: &VersionDir, engines: &Engines) -> Result<LoadedVersion, LoadError> {
+        let started = Instant::now();
+        let metadata = dir.read_metadata()?;
+        let onnx = dir.onnx_path();
+        let file_size = std::fs::metadata(&onnx)
+            .map_err(|_| RepositoryError::MissingModel(dir.path.clone()))?
+            .len();
+        let reference = dir.read_reference()?;
+        let engine = engines.load(metadata.engine, &onnx)?;
+        let roles = OutputRoles::find(engine.signature(), metadata.task);
+        let cost = warm_up(engine.as_ref(), reference.as_ref())?;
+        Ok(LoadedVersion {
+            model: dir.model.clone(),
+            version: dir.version.clone(),
+            path: dir.path.clone(),
+            metadata,
+            file_size,
+            roles,
+            cost,
+            load_time: started.elapsed(),
+            reference,
+            engine,
+        })
+    }
+
+    /// The model's inputs and outputs.
+    pub fn signature(&self) -> &Signature {
+        self.engine.signature()
+    }
+
+    /// Runs the engine on inputs already validated against the signature.
+    ///
+    /// # Errors
+    /// [`EngineError::Run`] from the runtime.
+    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+        self.engine.run(inputs)
+    }
+}
+
+/// Builds `rows` warm-up rows for each input: reference rows when the model has one 2-D input of
+/// the reference's width, else zeros (empty strings for text inputs).
+fn warm_up_inputs(
+    signature: &Signature,
+    reference: Option<&Reference>,
+    rows: usize,
+) -> Result<Vec<Tensor>, String> {
+    if let ([input], Some(reference)) = (signature.inputs.as_slice(), reference)
+        && input.shape.len() == 2
+        && input.shape[1].is_none_or(|width| width == reference.features.len())
+        && !reference.rows.is_empty()
+        && input.dtype != DataType::String
+    {
+        let width = reference.features.len();
+        let values: Vec<f64> = reference
+            .rows
+            .iter()
+            .cycle()
+            .take(rows)
+            .flatten()
+            .copied()
+            .collect();
+        let data = crate::engine::cast(TensorData::F64(values), input.dtype)
+            .map_err(|_| "reference rows do not fit the input type".to_string())?;
+        return Tensor::new(vec![rows, width], data)
+            .map(|tensor| vec![tensor])
+            .map_err(|e| e.to_string());
+    }
+    signature
+        .inputs
+        .iter()
+        .map(|input| {
+            let shape: Vec<usize> = input
+                .shape
+                .iter()
+                .enumerate()
+                .map(|(axis, dim)| match (axis, dim) {
+                    (0, None) => rows,
+                    (_, Some(d)) => *d,
+                    (_, None) => 1,
+                })
+                .collect();
+            let count = crate::engine::element_count(&shape).ok_or("input shape overflows")?;
+            let data = match input.dtype {
+                DataType::String => TensorData::String(vec![String::new(); count]),
+                dtype => crate::engine::cast(TensorData::F64(vec![0.0; count]), dtype)
+                    .map_err(|e| e.to_string())?,
+            };
+            Tensor::new(shape, data).map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+fn median_run(engine: &dyn Model, inputs: &[Tensor]) -> Result<Duration, LoadError> {
+    let mut times = Vec::with_capacity(WARM_UP_RUNS);
+    for _ in 0..WARM_UP_RUNS {
+        let started = Instant::now();
+        let outputs = engine.run(inputs.to_vec())?;
+        times.push(started.elapsed());
+        if outputs.len() != engine.signature().outputs.len() {
+            return Err(LoadError::WarmUp(format!(
+                "the model returned {} outputs, its signature declares {}",
+                outputs.len(),
+                engine.signature().outputs.len()
+            )));
+        }
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
+}
+
+/// Runs the model on one row and on [`WARM_UP_ROWS`] rows, and fits the cost line through them.
+fn warm_up(engine: &dyn Model, reference: Option<&Reference>) -> Result<InferenceCost, LoadError> {
+    let batched = engine
+        .signature()
+        .inputs
+        .iter()
+        .all(|input| input.shape.first().is_some_and(Option::is_none));
+    let one = warm_up_inputs(engine.signature(), reference, 1).map_err(LoadError::WarmUp)?;
+    let fixed = median_run(engine, &one)?;
+    if !batched {
+        return Ok(InferenceCost {
+            fixed,
+            per_row: Duration::ZERO,
+        });
+    }
+    let many =
+        warm_up_inputs(engine.signature(), reference, WARM_UP_ROWS).map_err(LoadError::WarmUp)?;
+    let total = median_run(engine, &many)?;
+    let extra_rows = u32::try_from(WARM_UP_ROWS - 1).unwrap_or(1);
+    Ok(InferenceCost {
+        fixed,
+        per_row: total.saturating_sub(fixed) / extra_rows,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cost_grows_with_rows() {
+        let cost = InferenceCost {
+            fixed: Duration::from_micros(10),
+            per_row: Duration::from_micros(2),
+        };
+        assert_eq!(cost.estimate(1), Duration::from_micros(10));
+        assert_eq!(cost.estimate(0), Duration::from_micros(10));
+        assert_eq!(cost.estimate(11), Duration::from_micros(30));
+    }
+}
