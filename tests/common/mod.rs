@@ -1,0 +1,193 @@
+//! Test gateways: a real vigil on an ephemeral loopback port, started in-process, plus small
+//! HTTP helpers and access to the bundled models and expected-output fixtures.
+
+#![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
+
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use vigil::StartupError;
+use vigil::config::Config;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The bundled example models.
+pub fn models_dir() -> PathBuf {
+    root().join("models")
+}
+
+/// Every `(model, version)` pair with an expected-output fixture.
+pub fn expected_fixtures() -> Vec<Value> {
+    let dir = root().join("tests/fixtures/expected");
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .expect("fixtures directory exists")
+        .map(|e| e.expect("fixture entry").path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .collect();
+    paths.sort();
+    paths
+        .iter()
+        .map(|p| {
+            let text = std::fs::read_to_string(p).expect("fixture readable");
+            serde_json::from_str(&text).expect("fixture is JSON")
+        })
+        .collect()
+}
+
+/// A gateway running in this process on 127.0.0.1 with an ephemeral port.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub client: reqwest::Client,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), StartupError>>>,
+    _state: tempfile::TempDir,
+}
+
+impl TestGateway {
+    /// Starts a gateway on `models` with default settings.
+    pub async fn start(models: &Path) -> TestGateway {
+        TestGateway::start_with(Config::for_models(models)).await
+    }
+
+    /// Starts a gateway with `config` (its state directory is replaced by a temporary one).
+    pub async fn start_with(mut config: Config) -> TestGateway {
+        let state = tempfile::tempdir().expect("temporary state directory");
+        config.state = state.path().to_path_buf();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind loopback");
+        let addr = listener.local_addr().expect("listener address");
+        let (stop_tx, stop_rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(vigil::run(config, listener, async move {
+            let _ = stop_rx.await;
+        }));
+        let gateway = TestGateway {
+            addr,
+            client: reqwest::Client::new(),
+            stop: Some(stop_tx),
+            task: Some(task),
+            _state: state,
+        };
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut pause = Duration::from_millis(5);
+        loop {
+            if let Some(task) = &self.task {
+                assert!(!task.is_finished(), "gateway stopped during start-up");
+            }
+            if let Ok(response) = self.client.get(self.url("/v2/health/ready")).send().await
+                && response.status() == StatusCode::OK
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "gateway not ready within 60 s");
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
+        }
+    }
+
+    /// `http://addr{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// GET `path`, returning status and JSON body.
+    pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
+        let response = self.client.get(self.url(path)).send().await.expect("GET sent");
+        let status = response.status();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// POST `body` as JSON to `path`, returning status and JSON body.
+    pub async fn post_json(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let response = self
+            .client
+            .post(self.url(path))
+            .json(body)
+            .send()
+            .await
+            .expect("POST sent");
+        let status = response.status();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// POST raw bytes with the given headers, returning status and JSON body.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.post(self.url(path)).body(body);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let response = request.send().await.expect("POST sent");
+        let status = response.status();
+        let bytes = response.bytes().await.expect("body");
+        let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+            panic!(
+                "{path}: response is not JSON: {}",
+                String::from_utf8_lossy(&bytes)
+            )
+        });
+        (status, json)
+    }
+
+    /// Signals shutdown and waits for the gateway to stop; panics if it stopped with an error.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("gateway task joined")
+                .expect("gateway stopped cleanly");
+        }
+    }
+}
+
+/// A v2 inference body with one FP32 input.
+pub fn v2_body(input: &str, rows: &[Vec<f64>]) -> Value {
+    let width = rows.first().map_or(0, Vec::len);
+    serde_json::json!({
+        "inputs": [{
+            "name": input,
+            "shape": [rows.len(), width],
+            "datatype": "FP32",
+            "data": rows,
+        }]
+    })
+}
+
+/// Copies `models/<model>/<version>` into `dest/<model>/<version>`, appending `extra` to its
+/// `model.toml`.
+pub fn copy_version(dest: &Path, model: &str, version: &str, extra: &str) {
+    let from = models_dir().join(model).join(version);
+    let to = dest.join(model).join(version);
+    std::fs::create_dir_all(&to).expect("create version directory");
+    for entry in std::fs::read_dir(&from).expect("version directory") {
+        let path = entry.expect("entry").path();
+        let target = to.join(path.file_name().expect("file name"));
+        std::fs::copy(&path, &target).expect("copy file");
+    }
+    if !extra.is_empty() {
+        let toml = to.join("model.toml");
+        let mut text = std::fs::read_to_string(&toml).expect("model.toml");
+        // Top-level keys must come before the first [table].
+        let split = text.find("\n[").map_or(text.len(), |i| i + 1);
+        text.insert_str(split, &format!("{extra}\n"));
+        std::fs::write(&toml, text).expect("write model.toml");
+    }
+}
