@@ -226,7 +226,11 @@ fn instances_tensor(loaded: &LoadedVersion, instances: &[Value]) -> Result<Named
 }
 
 /// One prediction, serialized as `{"label", "probabilities": {class: p}}` or `{"value"}`.
-struct PredictionBody<'a>(&'a RowPrediction);
+/// Values from FP32 outputs are printed at f32 precision (`151.2`, not `151.1999969482422`).
+struct PredictionBody<'a> {
+    prediction: &'a RowPrediction,
+    single_precision: bool,
+}
 
 impl Serialize for PredictionBody<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -241,7 +245,7 @@ impl Serialize for PredictionBody<'_> {
                 map.end()
             }
         }
-        match self.0 {
+        match self.prediction {
             RowPrediction::Class {
                 label,
                 probabilities,
@@ -255,7 +259,11 @@ impl Serialize for PredictionBody<'_> {
             }
             RowPrediction::Value(value) => {
                 let mut map = serializer.serialize_map(Some(1))?;
-                map.serialize_entry("value", value)?;
+                if self.single_precision {
+                    map.serialize_entry("value", &(*value as f32))?;
+                } else {
+                    map.serialize_entry("value", value)?;
+                }
                 map.end()
             }
         }
@@ -290,11 +298,21 @@ async fn predict(
         &version.metadata,
         prediction.rows,
     );
+    let single_precision = version
+        .roles
+        .value
+        .is_some_and(|index| version.signature().outputs[index].dtype == DataType::F32);
     let id = app.next_request_id();
     let mut response = Json(PredictResponse {
         model_name: &version.model,
         model_version: &version.version,
-        predictions: rows.iter().map(PredictionBody).collect(),
+        predictions: rows
+            .iter()
+            .map(|prediction| PredictionBody {
+                prediction,
+                single_precision,
+            })
+            .collect(),
     })
     .into_response();
     if let Ok(value) = HeaderValue::from_str(&id) {
