@@ -13,7 +13,9 @@ use std::convert::Infallible;
 
 const BODY: &str = r#"{"model_name":"iris","model_version":"1","id":"00000000-0","outputs":[{"name":"label","datatype":"INT64","shape":[1],"data":[0]},{"name":"probabilities","datatype":"FP32","shape":[1,3],"data":[0.97487437,0.025125472,1.7894217e-7]}]}"#;
 
-async fn answer(request: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn answer(
+    request: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     // Read the request body like a real handler would, then answer with the fixed body.
     let _ = request.into_body().collect().await;
     let mut response = Response::new(Full::new(Bytes::from_static(BODY.as_bytes())));

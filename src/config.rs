@@ -145,7 +145,10 @@ impl Config {
     ///
     /// # Errors
     /// [`ConfigError`] listing every problem found.
-    pub fn resolve(args: ServeArgs, ort_dylib_path: Option<PathBuf>) -> Result<Config, ConfigError> {
+    pub fn resolve(
+        args: ServeArgs,
+        ort_dylib_path: Option<PathBuf>,
+    ) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let file = match &args.config {
             Some(path) => read_file(path).unwrap_or_else(|problem| {

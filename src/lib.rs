@@ -18,7 +18,7 @@
 //! - [`engine`]: the `Model` trait, ONNX Runtime and tract backends, tensors.
 //! - [`serving`]: loaded versions, resolving requests, running predictions.
 //! - [`api`]: HTTP routes and the one mapping from errors to status codes.
-//! - [`shutdown`]: SIGINT/SIGTERM.
+//! - [`shutdown`]: the SIGINT/SIGTERM signal.
 
 pub mod api;
 pub mod config;

@@ -139,7 +139,14 @@ async fn check(dir: PathBuf, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCod
     let (_engines, registry) = vigil::load(&config).await?;
     let mut rows = vec![
         [
-            "MODEL", "VERSION", "TASK", "ENGINE", "INPUTS", "OUTPUTS", "HIGHLIGHT", "STATUS",
+            "MODEL",
+            "VERSION",
+            "TASK",
+            "ENGINE",
+            "INPUTS",
+            "OUTPUTS",
+            "HIGHLIGHT",
+            "STATUS",
         ]
         .map(String::from)
         .to_vec(),
@@ -194,7 +201,11 @@ fn inspect(
     };
     let model = engines.load(kind, &file)?;
     let Signature { inputs, outputs } = model.signature();
-    let mut rows = vec![["ROLE", "NAME", "DATATYPE", "SHAPE"].map(String::from).to_vec()];
+    let mut rows = vec![
+        ["ROLE", "NAME", "DATATYPE", "SHAPE"]
+            .map(String::from)
+            .to_vec(),
+    ];
     for (role, specs) in [("input", inputs), ("output", outputs)] {
         for spec in specs {
             let dims: Vec<String> = spec.protocol_shape().iter().map(i64::to_string).collect();

@@ -2,6 +2,13 @@
 //! the right 4xx and a JSON `{"error": ...}` naming the field, after which the gateway still
 //! answers correctly.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code fails loudly on broken expectations"
+)]
+
 mod common;
 
 use common::{TestGateway, models_dir};
@@ -23,7 +30,13 @@ struct Case {
     fragment: &'static str,
 }
 
-fn json_case(name: &'static str, path: &'static str, body: Value, status: StatusCode, fragment: &'static str) -> Case {
+fn json_case(
+    name: &'static str,
+    path: &'static str,
+    body: Value,
+    status: StatusCode,
+    fragment: &'static str,
+) -> Case {
     Case {
         name,
         method: Method::POST,
@@ -51,7 +64,13 @@ fn input(shape: Value, datatype: &str, data: Value) -> Value {
     json!({"inputs": [{"name": "float_input", "shape": shape, "datatype": datatype, "data": data}]})
 }
 
-fn binary_case(name: &'static str, header_len: String, header: Value, tail: Vec<u8>, fragment: &'static str) -> Case {
+fn binary_case(
+    name: &'static str,
+    header_len: String,
+    header: Value,
+    tail: Vec<u8>,
+    fragment: &'static str,
+) -> Case {
     let mut body = serde_json::to_vec(&header).expect("json");
     body.extend(tail);
     Case {
@@ -203,7 +222,9 @@ async fn malformed_requests_get_clear_4xx_errors_and_the_gateway_keeps_serving()
     let table = cases();
     assert!(table.len() >= 30, "the table covers at least 30 cases");
     for case in table {
-        let mut request = gateway.client.request(case.method.clone(), gateway.url(case.path));
+        let mut request = gateway
+            .client
+            .request(case.method.clone(), gateway.url(case.path));
         for (name, value) in &case.headers {
             request = request.header(*name, value.as_str());
         }
@@ -211,16 +232,30 @@ async fn malformed_requests_get_clear_4xx_errors_and_the_gateway_keeps_serving()
         let status = response.status();
         let bytes = response.bytes().await.expect("body read");
         let body: Value = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            panic!("{}: body is not JSON: {}", case.name, String::from_utf8_lossy(&bytes))
+            panic!(
+                "{}: body is not JSON: {}",
+                case.name,
+                String::from_utf8_lossy(&bytes)
+            )
         });
         assert_eq!(status, case.status, "{}: {body}", case.name);
-        let error = body["error"].as_str().unwrap_or_else(|| panic!("{}: no error field: {body}", case.name));
-        assert!(error.contains(case.fragment), "{}: `{error}` should mention `{}`", case.name, case.fragment);
+        let error = body["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{}: no error field: {body}", case.name));
+        assert!(
+            error.contains(case.fragment),
+            "{}: `{error}` should mention `{}`",
+            case.name,
+            case.fragment
+        );
     }
 
     // Still serving, and serving correctly.
     let (status, body) = gateway
-        .post_json(INFER, &common::v2_body("float_input", &[vec![5.1, 3.5, 1.4, 0.2]]))
+        .post_json(
+            INFER,
+            &common::v2_body("float_input", &[vec![5.1, 3.5, 1.4, 0.2]]),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["outputs"][0]["data"], json!([0]));
@@ -247,23 +282,46 @@ async fn a_version_that_fails_to_load_is_reported_not_fatal() {
         .as_array()
         .expect("list")
         .iter()
-        .map(|v| (v["version"].as_str().expect("v").to_string(), v["state"].as_str().expect("s").to_string()))
+        .map(|v| {
+            (
+                v["version"].as_str().expect("v").to_string(),
+                v["state"].as_str().expect("s").to_string(),
+            )
+        })
         .collect();
     assert_eq!(
         states,
-        vec![("1".into(), "READY".into()), ("2".into(), "UNAVAILABLE".into()), ("3".into(), "UNAVAILABLE".into())]
+        vec![
+            ("1".into(), "READY".into()),
+            ("2".into(), "UNAVAILABLE".into()),
+            ("3".into(), "UNAVAILABLE".into())
+        ]
     );
-    assert!(index[2]["reason"].as_str().expect("reason").contains("clustering"), "{index}");
-    let (_, ready_only) = gateway.post_json("/v2/repository/index", &json!({"ready": true})).await;
+    assert!(
+        index[2]["reason"]
+            .as_str()
+            .expect("reason")
+            .contains("clustering"),
+        "{index}"
+    );
+    let (_, ready_only) = gateway
+        .post_json("/v2/repository/index", &json!({"ready": true}))
+        .await;
     assert_eq!(ready_only.as_array().expect("list").len(), 1);
 
     let (status, body) = gateway
-        .post_json("/v2/models/iris/versions/2/infer", &common::v2_body("float_input", &[vec![1.0; 4]]))
+        .post_json(
+            "/v2/models/iris/versions/2/infer",
+            &common::v2_body("float_input", &[vec![1.0; 4]]),
+        )
         .await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     // The unversioned route falls back to the highest version that loaded.
     let (status, body) = gateway
-        .post_json("/v2/models/iris/infer", &common::v2_body("float_input", &[vec![1.0; 4]]))
+        .post_json(
+            "/v2/models/iris/infer",
+            &common::v2_body("float_input", &[vec![1.0; 4]]),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["model_version"], "1");

@@ -1,6 +1,13 @@
 //! The `vigil` binary itself: `check`, `inspect`, start-up errors (one line, exit 1, no panic),
 //! and graceful shutdown on SIGTERM with a request in flight.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code fails loudly on broken expectations"
+)]
+
 mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -17,13 +24,26 @@ fn vigil() -> Command {
 
 #[test]
 fn check_prints_every_version_and_succeeds() {
-    let output = vigil().args(["check", "models"]).output().expect("vigil runs");
+    let output = vigil()
+        .args(["check", "models"])
+        .output()
+        .expect("vigil runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let lines: Vec<&str> = stdout.lines().collect();
     assert!(lines[0].starts_with("MODEL"), "{stdout}");
     assert_eq!(lines.len(), 8, "header + 7 versions:\n{stdout}");
-    assert!(lines.iter().skip(1).all(|l| l.trim_end().ends_with("ready")), "{stdout}");
+    assert!(
+        lines
+            .iter()
+            .skip(1)
+            .all(|l| l.trim_end().ends_with("ready")),
+        "{stdout}"
+    );
     assert!(stdout.contains("float_input FP32 [-1,4]"), "{stdout}");
     assert!(stdout.contains("accuracy=0.933333"), "{stdout}");
     assert!(stdout.contains("r2="), "{stdout}");
@@ -45,7 +65,11 @@ fn check_fails_when_a_version_does_not_load() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(1), "{stdout}");
     assert!(stdout.contains("FAILED"), "{stdout}");
-    assert!(stdout.lines().any(|l| l.starts_with("iris") && l.trim_end().ends_with("ready")));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("iris") && l.trim_end().ends_with("ready"))
+    );
 }
 
 #[test]
@@ -56,22 +80,40 @@ fn inspect_prints_the_signature() {
         .expect("vigil runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}");
-    assert!(stdout.contains("input   float_input    FP32      [-1, 30]"), "{stdout}");
-    assert!(stdout.contains("output  probabilities  FP32      [-1, 2]"), "{stdout}");
+    assert!(
+        stdout.contains("input   float_input    FP32      [-1, 30]"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("output  probabilities  FP32      [-1, 2]"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn a_missing_runtime_is_a_one_line_error_not_a_panic() {
     let output = vigil()
-        .args(["serve", "--addr", "127.0.0.1:0", "--ort-lib", "/nonexistent/libonnxruntime.so"])
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--ort-lib",
+            "/nonexistent/libonnxruntime.so",
+        ])
         .output()
         .expect("vigil runs");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
     let last = stderr.lines().last().expect("an error line");
-    assert!(last.starts_with("vigil: cannot load ONNX Runtime from /nonexistent"), "{stderr}");
-    assert!(last.contains("onnxruntime==1.32.0"), "says how to install it: {last}");
+    assert!(
+        last.starts_with("vigil: cannot load ONNX Runtime from /nonexistent"),
+        "{stderr}"
+    );
+    assert!(
+        last.contains("onnxruntime==1.32.0"),
+        "says how to install it: {last}"
+    );
 
     let not_a_library = common::root().join("models/iris/1/model.toml");
     let output = vigil()
@@ -106,7 +148,14 @@ fn invalid_configuration_lists_every_problem() {
 fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let state = tempfile::tempdir().expect("tempdir");
     let mut child = vigil()
-        .args(["serve", "--addr", "127.0.0.1:0", "--log-format", "json", "--state"])
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--state",
+        ])
         .arg(state.path())
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
@@ -123,16 +172,24 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
         log.push('\n');
         let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
         if entry["fields"]["message"] == "serving" {
-            break entry["fields"]["address"].as_str().expect("address").to_string();
+            break entry["fields"]["address"]
+                .as_str()
+                .expect("address")
+                .to_string();
         }
     };
-    assert!(log.contains("ONNX Runtime loaded") && log.contains("1.32.0"), "{log}");
+    assert!(
+        log.contains("ONNX Runtime loaded") && log.contains("1.32.0"),
+        "{log}"
+    );
     assert_eq!(log.matches("version loaded").count(), 7, "{log}");
 
     // Send the headers and half the body, then ask the gateway to stop.
     let body = br#"{"inputs":[{"name":"float_input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}"#;
     let mut stream = TcpStream::connect(&address).expect("connect");
-    stream.set_read_timeout(Some(Duration::from_secs(30))).expect("timeout");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
     write!(
         stream,
         "POST /v2/models/iris/versions/1/infer HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
@@ -143,7 +200,10 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     stream.flush().expect("flush");
     std::thread::sleep(Duration::from_millis(200));
     let pid = child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
     assert!(killed.success());
     std::thread::sleep(Duration::from_millis(200));
     stream.write_all(&body[20..]).expect("rest of the body");
@@ -154,5 +214,8 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
 
     let status = child.wait().expect("vigil exits");
     assert_eq!(status.code(), Some(0));
-    assert!(TcpStream::connect(&address).is_err(), "no longer accepting connections");
+    assert!(
+        TcpStream::connect(&address).is_err(),
+        "no longer accepting connections"
+    );
 }

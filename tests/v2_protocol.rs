@@ -2,6 +2,13 @@
 //! model metadata, readiness, every version's outputs against the onnxruntime fixtures, output
 //! filtering, ids, the binary tensor extension, the repository index and concurrent load.
 
+#![allow(
+    clippy::expect_used,
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test code fails loudly on broken expectations"
+)]
+
 mod common;
 
 use common::{TestGateway, expected_fixtures, models_dir};
@@ -61,7 +68,11 @@ async fn every_version_matches_the_onnxruntime_fixtures() {
         assert_eq!(body["model_version"], version);
         let outputs = body["outputs"].as_array().expect("outputs");
         let expected = fixture["outputs"].as_object().expect("expected outputs");
-        assert_eq!(outputs.len(), expected.len(), "{model}/{version}: output count");
+        assert_eq!(
+            outputs.len(),
+            expected.len(),
+            "{model}/{version}: output count"
+        );
         for output in outputs {
             let name = output["name"].as_str().expect("output name");
             let context = format!("{model}/{version}/{name}");
@@ -83,7 +94,11 @@ async fn unversioned_routes_serve_the_highest_version() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["model_version"], "3");
-    assert_matches_fixture("iris/default", &body["outputs"][1], &fixture["outputs"]["probabilities"]);
+    assert_matches_fixture(
+        "iris/default",
+        &body["outputs"][1],
+        &fixture["outputs"]["probabilities"],
+    );
     gateway.stop().await;
 }
 
@@ -93,7 +108,12 @@ async fn metadata_readiness_and_index_describe_the_repository() {
     let (status, server) = gateway.get_json("/v2").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(server["name"], "vigil");
-    assert!(server["extensions"].as_array().expect("extensions").contains(&json!("binary_tensor_data")));
+    assert!(
+        server["extensions"]
+            .as_array()
+            .expect("extensions")
+            .contains(&json!("binary_tensor_data"))
+    );
 
     let (status, live) = gateway.get_json("/v2/health/live").await;
     assert_eq!((status, live), (StatusCode::OK, json!({"live": true})));
@@ -106,7 +126,10 @@ async fn metadata_readiness_and_index_describe_the_repository() {
         meta["inputs"],
         json!([{"name": "float_input", "datatype": "FP32", "shape": [-1, 30]}])
     );
-    assert_eq!(meta["outputs"][0], json!({"name": "label", "datatype": "INT64", "shape": [-1]}));
+    assert_eq!(
+        meta["outputs"][0],
+        json!({"name": "label", "datatype": "INT64", "shape": [-1]})
+    );
     assert_eq!(
         meta["outputs"][1],
         json!({"name": "probabilities", "datatype": "FP32", "shape": [-1, 2]})
@@ -121,7 +144,10 @@ async fn metadata_readiness_and_index_describe_the_repository() {
     );
 
     let (status, ready) = gateway.get_json("/v2/models/iris/versions/2/ready").await;
-    assert_eq!((status, ready), (StatusCode::OK, json!({"name": "iris", "ready": true})));
+    assert_eq!(
+        (status, ready),
+        (StatusCode::OK, json!({"name": "iris", "ready": true}))
+    );
     let (status, _) = gateway.get_json("/v2/models/iris/versions/9/ready").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let (status, body) = gateway.get_json("/v2/models/nope").await;
@@ -161,8 +187,14 @@ async fn outputs_filter_ids_and_parameters() {
     let plain = common::v2_body("float_input", &[vec![5.1, 3.5, 1.4, 0.2]]);
     let (_, first) = gateway.post_json("/v2/models/iris/infer", &plain).await;
     let (_, second) = gateway.post_json("/v2/models/iris/infer", &plain).await;
-    let (a, b) = (first["id"].as_str().expect("id"), second["id"].as_str().expect("id"));
-    assert!(!a.is_empty() && a != b, "generated ids must be unique: {a} {b}");
+    let (a, b) = (
+        first["id"].as_str().expect("id"),
+        second["id"].as_str().expect("id"),
+    );
+    assert!(
+        !a.is_empty() && a != b,
+        "generated ids must be unique: {a} {b}"
+    );
     gateway.stop().await;
 }
 
@@ -170,7 +202,9 @@ async fn outputs_filter_ids_and_parameters() {
 async fn other_datatypes_are_converted_to_the_model_type() {
     let gateway = TestGateway::start(&models_dir()).await;
     let reference = common::v2_body("float_input", &[vec![5.0, 3.0, 1.0, 0.0]]);
-    let (_, want) = gateway.post_json(&infer_path("iris", "1"), &reference).await;
+    let (_, want) = gateway
+        .post_json(&infer_path("iris", "1"), &reference)
+        .await;
     for (datatype, data) in [
         ("INT64", json!([[5, 3, 1, 0]])),
         ("INT32", json!([5, 3, 1, 0])),
@@ -193,7 +227,11 @@ async fn other_datatypes_are_converted_to_the_model_type() {
 }
 
 fn binary_request(rows: &[[f32; 4]], binary_output: bool) -> (Vec<u8>, usize) {
-    let data: Vec<u8> = rows.iter().flatten().flat_map(|x| x.to_le_bytes()).collect();
+    let data: Vec<u8> = rows
+        .iter()
+        .flatten()
+        .flat_map(|x| x.to_le_bytes())
+        .collect();
     let mut header = json!({
         "inputs": [{
             "name": "float_input",
@@ -215,9 +253,15 @@ fn binary_request(rows: &[[f32; 4]], binary_output: bool) -> (Vec<u8>, usize) {
 async fn binary_tensor_extension_in_and_out() {
     let gateway = TestGateway::start(&models_dir()).await;
     let rows = [[5.1f32, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]];
-    let json_rows: Vec<Vec<f64>> = rows.iter().map(|r| r.iter().map(|&x| f64::from(x)).collect()).collect();
+    let json_rows: Vec<Vec<f64>> = rows
+        .iter()
+        .map(|r| r.iter().map(|&x| f64::from(x)).collect())
+        .collect();
     let (_, want) = gateway
-        .post_json(&infer_path("iris", "2"), &common::v2_body("float_input", &json_rows))
+        .post_json(
+            &infer_path("iris", "2"),
+            &common::v2_body("float_input", &json_rows),
+        )
         .await;
 
     // Binary in, JSON out.
@@ -226,7 +270,10 @@ async fn binary_tensor_extension_in_and_out() {
     let (status, got) = gateway
         .post_raw(
             &infer_path("iris", "2"),
-            &[("Inference-Header-Content-Length", &length), ("Content-Type", "application/octet-stream")],
+            &[
+                ("Inference-Header-Content-Length", &length),
+                ("Content-Type", "application/octet-stream"),
+            ],
             body,
         )
         .await;
@@ -252,7 +299,9 @@ async fn binary_tensor_extension_in_and_out() {
     let bytes = response.bytes().await.expect("body");
     let header: Value = serde_json::from_slice(&bytes[..header_len]).expect("json header");
     let mut offset = header_len;
-    let labels_size = header["outputs"][0]["parameters"]["binary_data_size"].as_u64().expect("size") as usize;
+    let labels_size = header["outputs"][0]["parameters"]["binary_data_size"]
+        .as_u64()
+        .expect("size") as usize;
     let labels: Vec<i64> = bytes[offset..offset + labels_size]
         .chunks_exact(8)
         .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
@@ -262,8 +311,10 @@ async fn binary_tensor_extension_in_and_out() {
         .chunks_exact(4)
         .map(|c| f32::from_le_bytes(c.try_into().expect("4 bytes")))
         .collect();
-    let want_labels: Vec<i64> = serde_json::from_value(want["outputs"][0]["data"].clone()).expect("labels");
-    let want_probs: Vec<f32> = serde_json::from_value(want["outputs"][1]["data"].clone()).expect("probs");
+    let want_labels: Vec<i64> =
+        serde_json::from_value(want["outputs"][0]["data"].clone()).expect("labels");
+    let want_probs: Vec<f32> =
+        serde_json::from_value(want["outputs"][1]["data"].clone()).expect("probs");
     assert_eq!(labels, want_labels);
     assert_eq!(probs, want_probs);
     gateway.stop().await;
@@ -288,15 +339,23 @@ async fn two_hundred_concurrent_mixed_requests_are_all_correct() {
                 "datatype": "FP32",
                 "data": fixture["rows"][row],
             }]});
-            let (status, body) = gateway.post_json(&infer_path(model, version), &one_row).await;
+            let (status, body) = gateway
+                .post_json(&infer_path(model, version), &one_row)
+                .await;
             assert_eq!(status, StatusCode::OK, "{model}/{version}: {body}");
             assert_eq!(body["model_version"], version);
             for output in body["outputs"].as_array().expect("outputs") {
                 let name = output["name"].as_str().expect("name");
                 let expected = &fixture["outputs"][name];
-                let width: usize = expected["shape"].as_array().expect("shape").iter().skip(1)
-                    .map(|d| d.as_u64().expect("dim") as usize).product();
-                let slice = &expected["data"].as_array().expect("data")[row * width..(row + 1) * width];
+                let width: usize = expected["shape"]
+                    .as_array()
+                    .expect("shape")
+                    .iter()
+                    .skip(1)
+                    .map(|d| d.as_u64().expect("dim") as usize)
+                    .product();
+                let slice =
+                    &expected["data"].as_array().expect("data")[row * width..(row + 1) * width];
                 let mut shape = expected["shape"].clone();
                 shape[0] = json!(1);
                 let one = json!({"shape": shape, "dtype": expected["dtype"], "data": slice});
@@ -305,7 +364,12 @@ async fn two_hundred_concurrent_mixed_requests_are_all_correct() {
         }));
     }
     for task in tasks {
-        task.await.expect("request task completed without panicking");
+        task.await
+            .expect("request task completed without panicking");
     }
-    std::sync::Arc::try_unwrap(gateway).ok().expect("sole owner").stop().await;
+    std::sync::Arc::try_unwrap(gateway)
+        .ok()
+        .expect("sole owner")
+        .stop()
+        .await;
 }

@@ -133,7 +133,12 @@ mod tests {
         for data in samples {
             let mut bytes = Vec::new();
             encode(&data, &mut bytes);
-            assert_eq!(decode(&bytes, data.dtype(), 2), Ok(data.clone()), "{:?}", data.dtype());
+            assert_eq!(
+                decode(&bytes, data.dtype(), 2),
+                Ok(data.clone()),
+                "{:?}",
+                data.dtype()
+            );
         }
     }
 

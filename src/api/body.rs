@@ -28,7 +28,12 @@ fn media_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
     let text = value
         .to_str()
         .map_err(|_| ApiError::UnsupportedMediaType("(not text)".into()))?;
-    let media = text.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    let media = text
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
     Ok(Some(media))
 }
 
@@ -90,7 +95,11 @@ pub fn json_format(headers: &HeaderMap) -> Result<(), ApiError> {
 ///
 /// # Errors
 /// [`ApiError::BodyTooLarge`] past the limit, [`ApiError::BodyRead`] when the connection fails.
-pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())

@@ -99,7 +99,11 @@ fn status(app: &AppState, path: &V1Path) -> Result<Response, ApiError> {
     let statuses = entry
         .versions
         .iter()
-        .filter(|v| path.version.as_ref().is_none_or(|wanted| &v.version == wanted))
+        .filter(|v| {
+            path.version
+                .as_ref()
+                .is_none_or(|wanted| &v.version == wanted)
+        })
         .map(|v| match &v.status {
             VersionStatus::Ready(_) => VersionStatusBody {
                 version: &v.version,
@@ -129,7 +133,10 @@ fn status(app: &AppState, path: &V1Path) -> Result<Response, ApiError> {
 struct PredictRequest {
     instances: Vec<Value>,
     #[serde(default)]
-    #[expect(dead_code, reason = "accepted for TF-Serving compatibility; vigil models have one signature")]
+    #[expect(
+        dead_code,
+        reason = "accepted for TF-Serving compatibility; vigil models have one signature"
+    )]
     signature_name: Option<String>,
 }
 
@@ -156,7 +163,10 @@ fn instances_tensor(loaded: &LoadedVersion, instances: &[Value]) -> Result<Named
     let features = &loaded.metadata.features;
     let width = input.shape[1].unwrap_or(features.len());
     if instances.is_empty() {
-        return Err(ApiError::bad_request("instances", "expected at least one instance"));
+        return Err(ApiError::bad_request(
+            "instances",
+            "expected at least one instance",
+        ));
     }
     let mut values = Vec::with_capacity(instances.len() * width);
     for (row, instance) in instances.iter().enumerate() {
@@ -189,7 +199,10 @@ fn instances_tensor(loaded: &LoadedVersion, instances: &[Value]) -> Result<Named
                 if let Some(unknown) = map.keys().find(|k| !features.contains(k)) {
                     return Err(ApiError::bad_request(
                         format!("{field}.{unknown}"),
-                        format!("unknown feature; expected the features [{}]", features.join(", ")),
+                        format!(
+                            "unknown feature; expected the features [{}]",
+                            features.join(", ")
+                        ),
                     ));
                 }
                 for feature in features {
@@ -283,7 +296,9 @@ async fn predict(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let loaded: Arc<LoadedVersion> = app.registry().resolve(&path.model, path.version.as_deref())?;
+    let loaded: Arc<LoadedVersion> = app
+        .registry()
+        .resolve(&path.model, path.version.as_deref())?;
     body::json_format(headers)?;
     let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);

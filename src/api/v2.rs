@@ -225,7 +225,12 @@ fn encode_response(prediction: &Prediction, id: &str, selection: &[(usize, bool)
                 let before = binary_part.len();
                 binary::encode(tensor.data(), &mut binary_part);
                 let size = binary_part.len() - before;
-                (Some(OutputParameters { binary_data_size: size }), None)
+                (
+                    Some(OutputParameters {
+                        binary_data_size: size,
+                    }),
+                    None,
+                )
             } else {
                 (None, Some(JsonElements(tensor.data())))
             };

@@ -220,7 +220,10 @@ impl InferRequest {
     /// [`ApiError::BadRequest`] naming the input field at fault.
     pub fn into_inputs(self, binary: &[u8]) -> Result<Vec<NamedInput>, ApiError> {
         if self.inputs.is_empty() {
-            return Err(ApiError::bad_request("inputs", "expected at least one input tensor"));
+            return Err(ApiError::bad_request(
+                "inputs",
+                "expected at least one input tensor",
+            ));
         }
         let mut offset = 0usize;
         let mut inputs = Vec::with_capacity(self.inputs.len());
@@ -238,7 +241,10 @@ impl InferRequest {
             })?;
             let shape = checked_shape(&input.shape, &field)?;
             let count = element_count(&shape).ok_or_else(|| {
-                ApiError::bad_request(format!("{field}.shape"), "the shape's element count overflows")
+                ApiError::bad_request(
+                    format!("{field}.shape"),
+                    "the shape's element count overflows",
+                )
             })?;
             let binary_size = binary_data_size(input.parameters.as_ref(), &field)?;
             let data = match (binary_size, input.data) {
@@ -261,8 +267,9 @@ impl InferRequest {
                     };
                     let bytes = &binary[offset..end];
                     offset = end;
-                    binary::decode(bytes, dtype, count)
-                        .map_err(|why| ApiError::bad_request(format!("{field}.parameters.binary_data_size"), why))?
+                    binary::decode(bytes, dtype, count).map_err(|why| {
+                        ApiError::bad_request(format!("{field}.parameters.binary_data_size"), why)
+                    })?
                 }
                 (None, Some(data)) => {
                     if data.0.len() != count {
@@ -358,7 +365,10 @@ fn typed_data(values: Vec<JsonScalar>, dtype: DataType) -> Result<TensorData, (u
             DataType::F16 | DataType::F32 | DataType::F64 => "numbers",
             _ => "integers in the datatype's range",
         };
-        (position, format!("expected {what} for datatype {dtype}, got {shown}"))
+        (
+            position,
+            format!("expected {what} for datatype {dtype}, got {shown}"),
+        )
     };
     macro_rules! integers {
         ($variant:ident, $ty:ty) => {{
@@ -504,7 +514,10 @@ mod tests {
     #[test]
     fn datatypes_are_applied_strictly() {
         let ints = vec![JsonScalar::UInt(1), JsonScalar::Int(-2)];
-        assert_eq!(typed_data(ints.clone(), DataType::I32), Ok(TensorData::I32(vec![1, -2])));
+        assert_eq!(
+            typed_data(ints.clone(), DataType::I32),
+            Ok(TensorData::I32(vec![1, -2]))
+        );
         assert!(typed_data(ints.clone(), DataType::U8).is_err());
         assert_eq!(
             typed_data(ints, DataType::F64),
@@ -518,8 +531,8 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_path() {
-        let err = parse_request(br#"{"inputs":[{"name":"x","shape":[1],"datatype":5}]}"#)
-            .unwrap_err();
+        let err =
+            parse_request(br#"{"inputs":[{"name":"x","shape":[1],"datatype":5}]}"#).unwrap_err();
         assert!(err.to_string().starts_with("inputs[0].datatype"), "{err}");
         let err = parse_request(b"{\"inputs\": [").unwrap_err();
         assert!(err.to_string().contains("malformed JSON"), "{err}");

@@ -10,9 +10,7 @@ mod tensor;
 mod tract;
 
 pub use self::ort::{OrtRuntime, locate_library};
-pub use self::tensor::{
-    CastError, DataType, ShapeError, Tensor, TensorData, cast, element_count,
-};
+pub use self::tensor::{CastError, DataType, ShapeError, Tensor, TensorData, cast, element_count};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -153,7 +151,9 @@ impl Engines {
     /// [`EngineError::NotCompiled`] for an engine missing from this build.
     pub fn load(&self, kind: EngineKind, path: &Path) -> Result<Box<dyn Model>, EngineError> {
         match kind {
-            EngineKind::Ort => Ok(Box::new(self.ort.load_model(path, self.sessions_per_version)?)),
+            EngineKind::Ort => Ok(Box::new(
+                self.ort.load_model(path, self.sessions_per_version)?,
+            )),
             #[cfg(feature = "tract")]
             EngineKind::Tract => Ok(Box::new(tract::TractModel::load(path)?)),
             #[cfg(not(feature = "tract"))]

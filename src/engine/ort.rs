@@ -172,12 +172,10 @@ fn element_type(ty: TensorElementType) -> Option<DataType> {
 fn spec(name: &str, dtype: &ValueType) -> Result<TensorSpec, String> {
     match dtype {
         ValueType::Tensor { ty, shape, .. } => {
-            let dtype = element_type(*ty)
-                .ok_or_else(|| format!("`{name}` has element type {ty:?}, which is not supported"))?;
-            let shape = shape
-                .iter()
-                .map(|&dim| usize::try_from(dim).ok())
-                .collect();
+            let dtype = element_type(*ty).ok_or_else(|| {
+                format!("`{name}` has element type {ty:?}, which is not supported")
+            })?;
+            let shape = shape.iter().map(|&dim| usize::try_from(dim).ok()).collect();
             Ok(TensorSpec {
                 name: name.to_string(),
                 dtype,
@@ -360,5 +358,7 @@ fn library_in(dir: &Path) -> Option<PathBuf> {
         })
         .collect();
     candidates.sort();
-    candidates.pop().map(|path| path.canonicalize().unwrap_or(path))
+    candidates
+        .pop()
+        .map(|path| path.canonicalize().unwrap_or(path))
 }

@@ -396,8 +396,8 @@ fn to_bool(scalar: Scalar) -> Result<bool, &'static str> {
         Scalar::Bool(b) => Ok(b),
         Scalar::Int(0) => Ok(false),
         Scalar::Int(1) => Ok(true),
-        Scalar::Float(x) if x == 0.0 => Ok(false),
-        Scalar::Float(x) if x == 1.0 => Ok(true),
+        Scalar::Float(0.0) => Ok(false),
+        Scalar::Float(1.0) => Ok(true),
         _ => Err("the model needs booleans (0 or 1)"),
     }
 }
@@ -453,7 +453,11 @@ pub fn cast(data: TensorData, to: DataType) -> Result<TensorData, CastError> {
             for (index, &scalar) in values.iter().enumerate() {
                 let wide = to_int(scalar).map_err(|why| fail(index, scalar, why))?;
                 let narrow = wide.try_into().map_err(|_| {
-                    fail(index, scalar, "the value is outside the model's integer range")
+                    fail(
+                        index,
+                        scalar,
+                        "the value is outside the model's integer range",
+                    )
                 })?;
                 out.push(narrow);
             }

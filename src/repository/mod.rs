@@ -180,16 +180,29 @@ mod tests {
 
     #[test]
     fn discovers_the_bundled_repository() {
-        let models = discover(Path::new(env!("CARGO_MANIFEST_DIR")).join("models").as_path())
-            .expect("models/ is readable");
+        let models = discover(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("models")
+                .as_path(),
+        )
+        .expect("models/ is readable");
         let names: Vec<_> = models.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, vec!["breast_cancer", "diabetes", "iris"]);
-        let iris: Vec<_> = models[2].versions.iter().map(|v| v.version.as_str()).collect();
+        let iris: Vec<_> = models[2]
+            .versions
+            .iter()
+            .map(|v| v.version.as_str())
+            .collect();
         assert_eq!(iris, vec!["1", "2", "3"]);
         for model in &models {
             for version in &model.versions {
                 version.read_metadata().expect("bundled metadata parses");
-                assert!(version.read_reference().expect("reference parses").is_some());
+                assert!(
+                    version
+                        .read_reference()
+                        .expect("reference parses")
+                        .is_some()
+                );
             }
         }
     }

@@ -32,7 +32,10 @@ impl Reference {
     }
 
     fn parse(text: &str) -> Result<Reference, String> {
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let (_, header) = lines.next().ok_or("the file is empty")?;
         let features: Vec<String> = header.split(',').map(|f| f.trim().to_string()).collect();
         let mut rows = Vec::new();
@@ -42,7 +45,11 @@ impl Reference {
                 .enumerate()
                 .map(|(column, cell)| {
                     let value: f64 = cell.trim().parse().map_err(|_| {
-                        format!("line {}, column {}: `{cell}` is not a number", number + 1, column + 1)
+                        format!(
+                            "line {}, column {}: `{cell}` is not a number",
+                            number + 1,
+                            column + 1
+                        )
                     })?;
                     Ok(value)
                 })

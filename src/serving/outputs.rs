@@ -86,7 +86,10 @@ pub fn row_predictions(
                 let classes = tensor.shape().get(1).copied().unwrap_or(0);
                 (0..classes)
                     .map(|class| {
-                        let p = tensor.data().get_f64(row * classes + class).unwrap_or(f64::NAN);
+                        let p = tensor
+                            .data()
+                            .get_f64(row * classes + class)
+                            .unwrap_or(f64::NAN);
                         (metadata.class_name(class), p)
                     })
                     .collect()
@@ -148,7 +151,10 @@ mod tests {
             inputs: vec![],
             outputs: vec![spec("v", DataType::F32, vec![None, Some(1)])],
         };
-        assert_eq!(OutputRoles::find(&signature, Task::Regression).value, Some(0));
+        assert_eq!(
+            OutputRoles::find(&signature, Task::Regression).value,
+            Some(0)
+        );
     }
 
     #[test]

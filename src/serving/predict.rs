@@ -161,16 +161,31 @@ mod tests {
         )
         .expect("valid input");
         assert_eq!(rows, 2);
-        assert_eq!(tensors[0].data(), &TensorData::F32(vec![1.0, 2.0, 3.0, 4.0]));
+        assert_eq!(
+            tensors[0].data(),
+            &TensorData::F32(vec![1.0, 2.0, 3.0, 4.0])
+        );
     }
 
     #[test]
     fn names_the_field_at_fault() {
         let cases = [
-            (input("y", vec![1, 2], TensorData::F32(vec![0.0; 2])), "inputs[0].name"),
-            (input("x", vec![1, 3], TensorData::F32(vec![0.0; 3])), "inputs[0].shape"),
-            (input("x", vec![0, 2], TensorData::F32(vec![])), "inputs[0].shape"),
-            (input("x", vec![1, 2], TensorData::F64(vec![0.0, f64::NAN])), "inputs[0].data"),
+            (
+                input("y", vec![1, 2], TensorData::F32(vec![0.0; 2])),
+                "inputs[0].name",
+            ),
+            (
+                input("x", vec![1, 3], TensorData::F32(vec![0.0; 3])),
+                "inputs[0].shape",
+            ),
+            (
+                input("x", vec![0, 2], TensorData::F32(vec![])),
+                "inputs[0].shape",
+            ),
+            (
+                input("x", vec![1, 2], TensorData::F64(vec![0.0, f64::NAN])),
+                "inputs[0].data",
+            ),
         ];
         for (bad, field) in cases {
             let err = fit_inputs(&signature(), vec![bad], 10).unwrap_err();
@@ -187,6 +202,13 @@ mod tests {
             10,
         )
         .unwrap_err();
-        assert!(matches!(err, ServingError::TooManyRows { rows: 11, max: 10, .. }));
+        assert!(matches!(
+            err,
+            ServingError::TooManyRows {
+                rows: 11,
+                max: 10,
+                ..
+            }
+        ));
     }
 }

@@ -39,7 +39,8 @@ impl InferenceCost {
     /// Expected time for a call with `rows` rows.
     pub fn estimate(&self, rows: usize) -> Duration {
         let extra = u32::try_from(rows.saturating_sub(1)).unwrap_or(u32::MAX);
-        self.fixed.saturating_add(self.per_row.saturating_mul(extra))
+        self.fixed
+            .saturating_add(self.per_row.saturating_mul(extra))
     }
 }
 

@@ -1,7 +1,10 @@
 //! Test gateways: a real vigil on an ephemeral loopback port, started in-process, plus small
 //! HTTP helpers and access to the bundled models and expected-output fixtures.
 
-#![allow(dead_code, reason = "each test binary uses a different subset of the helpers")]
+#![allow(
+    dead_code,
+    reason = "each test binary uses a different subset of the helpers"
+)]
 
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -104,7 +107,12 @@ impl TestGateway {
 
     /// GET `path`, returning status and JSON body.
     pub async fn get_json(&self, path: &str) -> (StatusCode, Value) {
-        let response = self.client.get(self.url(path)).send().await.expect("GET sent");
+        let response = self
+            .client
+            .get(self.url(path))
+            .send()
+            .await
+            .expect("GET sent");
         let status = response.status();
         (status, response.json().await.expect("JSON body"))
     }

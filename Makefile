@@ -1,0 +1,44 @@
+# Developer commands. `make run` and `make test` are the two commands in the README.
+
+PYTHON ?= python3
+VENV := .venv
+ORT_STAMP := $(VENV)/.onnxruntime-1.32.0
+DEV_STAMP := $(VENV)/.dev-requirements
+ADDR ?= 127.0.0.1:8080
+
+.PHONY: run test setup setup-dev models lint bench load
+
+## Install the pinned ONNX Runtime (once) and serve ./models on $(ADDR).
+run: setup
+	cargo run --release --bin vigil -- serve --models models --addr $(ADDR)
+
+## Run the whole test suite (unit, integration, tract engine, tritonclient).
+test: setup-dev
+	cargo test --all-features
+
+## ONNX Runtime 1.32.0 from PyPI into the project-local .venv.
+setup: $(ORT_STAMP)
+$(ORT_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check onnxruntime==1.32.0
+	touch $@
+
+## Pinned Python tooling for tests and model generation (scripts/requirements.txt).
+setup-dev: $(DEV_STAMP)
+$(DEV_STAMP): scripts/requirements.txt $(ORT_STAMP)
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
+	touch $@
+
+## Regenerate models/ and tests/fixtures/expected/.
+models: setup-dev
+	$(VENV)/bin/python scripts/make_models.py
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --all-targets --all-features -- -D warnings
+
+bench: setup
+	cargo bench --bench infer_path
+
+load: setup
+	bash benches/load.sh
