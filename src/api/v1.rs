@@ -301,9 +301,7 @@ async fn predict(
         .resolve(&path.model, path.version.as_deref())?;
     body::json_format(headers)?;
     let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
-    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
-    let request: PredictRequest = serde_path_to_error::deserialize(&mut deserializer)
-        .map_err(|e| super::v2_types::json_error(e.path().to_string(), e.inner()))?;
+    let request: PredictRequest = super::v2_types::parse_json(&bytes)?;
     let input = instances_tensor(&loaded, &request.instances)?;
     let prediction = app.registry().predict(loaded, vec![input]).await?;
     let version = &prediction.version;

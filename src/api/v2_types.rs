@@ -170,13 +170,25 @@ impl<'de> Deserialize<'de> for JsonData {
 /// # Errors
 /// [`ApiError::BadRequest`] with the JSON path of the problem.
 pub fn parse_request(json: &[u8]) -> Result<InferRequest, ApiError> {
+    parse_json(json)
+}
+
+/// Parses a JSON body into `T`. The fast path parses once; only a body that fails is parsed
+/// again with path tracking, so the error names the field (`inputs[0].shape`).
+///
+/// # Errors
+/// [`ApiError::BadRequest`] with the JSON path of the problem.
+pub fn parse_json<T: serde::de::DeserializeOwned>(json: &[u8]) -> Result<T, ApiError> {
+    if let Ok(value) = serde_json::from_slice(json) {
+        return Ok(value);
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(json);
-    let request: InferRequest = serde_path_to_error::deserialize(&mut deserializer)
+    let value: T = serde_path_to_error::deserialize(&mut deserializer)
         .map_err(|e| json_error(e.path().to_string(), e.inner()))?;
     deserializer
         .end()
         .map_err(|e| json_error(".".to_string(), &e))?;
-    Ok(request)
+    Ok(value)
 }
 
 /// Turns a serde_json error at `path` into a 400 naming the field.
