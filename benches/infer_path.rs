@@ -77,9 +77,13 @@ fn infer_path(c: &mut Criterion) {
         .expect("tokio runtime");
     let config = Config::for_models(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
     let (engines, registry) = runtime
-        .block_on(vigil::load(&config))
+        .block_on(vigil::load(&config, false))
         .expect("load ONNX Runtime and the model repository");
-    let app = router(AppState::new(Arc::new(registry), config.max_body_bytes));
+    let app = router(AppState::new(
+        Arc::new(registry),
+        config.max_body_bytes,
+        None,
+    ));
 
     for (id, rows) in [("v2_json_iris_v1_1row", 1), ("v2_json_iris_v1_32rows", 32)] {
         let body = body(rows);

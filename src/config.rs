@@ -2,6 +2,7 @@
 //! variables and flags (flags win over env, both over the file, the file over defaults). The
 //! result is a validated [`Config`]; nothing else reads the environment.
 
+use crate::serving::DeployPolicy;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -21,6 +22,12 @@ pub const DEFAULT_MAX_BATCH_ROWS: usize = 4096;
 pub const DEFAULT_INLINE_BUDGET: Duration = Duration::from_micros(200);
 /// Default time allowed for in-flight requests to finish after a shutdown signal.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+/// Default capacity of each shadow's mirror queue.
+pub const DEFAULT_SHADOW_QUEUE: usize = 1024;
+/// Default number of workers per shadow.
+pub const DEFAULT_SHADOW_WORKERS: usize = 1;
+/// Default time a shadow run may take before it counts as timed out.
+pub const DEFAULT_SHADOW_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -71,6 +78,32 @@ pub struct ServeArgs {
     /// Seconds in-flight requests get to finish after SIGINT/SIGTERM [default: 30]
     #[arg(long, env = "VIGIL_SHUTDOWN_GRACE_SECS")]
     pub shutdown_grace_secs: Option<u64>,
+    /// Bearer token of the admin API; without one the admin API answers 403 [default: none]
+    #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// Copies waiting per shadow before new ones are dropped [default: 1024]
+    #[arg(long, env = "VIGIL_SHADOW_QUEUE")]
+    pub shadow_queue: Option<usize>,
+    /// Workers per shadow [default: 1]
+    #[arg(long, env = "VIGIL_SHADOW_WORKERS")]
+    pub shadow_workers: Option<usize>,
+    /// Milliseconds a shadow run may take before it counts as timed out [default: 1000]
+    #[arg(long, env = "VIGIL_SHADOW_TIMEOUT_MS")]
+    pub shadow_timeout_ms: Option<u64>,
+    /// Confidence threshold for models whose champion's model.toml sets none (0 = accept all)
+    /// [default: 0]
+    #[arg(long, env = "VIGIL_DEFAULT_THRESHOLD")]
+    pub default_threshold: Option<f64>,
+    /// Deploy policy for new versions of models the state does not know: manual, shadow,
+    /// champion or best_validation [default: manual]
+    #[arg(long, env = "VIGIL_DEPLOY_POLICY", value_parser = parse_policy)]
+    pub deploy_policy: Option<DeployPolicy>,
+}
+
+fn parse_policy(text: &str) -> Result<DeployPolicy, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_string())).map_err(|_| {
+        format!("`{text}` is not a policy; expected manual, shadow, champion or best_validation")
+    })
 }
 
 /// The config file's keys (all optional; unknown keys are an error).
@@ -87,10 +120,16 @@ struct FileConfig {
     sessions_per_version: Option<usize>,
     inline_budget_us: Option<u64>,
     shutdown_grace_secs: Option<u64>,
+    admin_token: Option<String>,
+    shadow_queue: Option<usize>,
+    shadow_workers: Option<usize>,
+    shadow_timeout_ms: Option<u64>,
+    default_threshold: Option<f64>,
+    deploy_policy: Option<DeployPolicy>,
 }
 
-/// Validated settings of a gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Validated settings of a gateway. `Debug` redacts the admin token.
+#[derive(Clone, PartialEq)]
 pub struct Config {
     /// Model repository root.
     pub models: PathBuf,
@@ -112,6 +151,37 @@ pub struct Config {
     pub inline_budget: Duration,
     /// Time allowed for in-flight requests at shutdown.
     pub shutdown_grace: Duration,
+    /// Admin API bearer token; `None` disables the admin API.
+    pub admin_token: Option<String>,
+    /// Capacity of each shadow's queue.
+    pub shadow_queue: usize,
+    /// Workers per shadow.
+    pub shadow_workers: usize,
+    /// Shadow run timeout.
+    pub shadow_timeout: Duration,
+    /// Threshold for models without one.
+    pub default_threshold: f64,
+    /// Deploy policy for models the state does not know.
+    pub deploy_policy: DeployPolicy,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("models", &self.models)
+            .field("addr", &self.addr)
+            .field("state", &self.state)
+            .field("ort_lib", &self.ort_lib)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_batch_rows", &self.max_batch_rows)
+            .field("sessions_per_version", &self.sessions_per_version)
+            .field(
+                "admin_token",
+                &self.admin_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("deploy_policy", &self.deploy_policy)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Configuration problems, all of them at once.
@@ -137,6 +207,12 @@ impl Config {
             sessions_per_version: default_sessions(),
             inline_budget: DEFAULT_INLINE_BUDGET,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            admin_token: None,
+            shadow_queue: DEFAULT_SHADOW_QUEUE,
+            shadow_workers: DEFAULT_SHADOW_WORKERS,
+            shadow_timeout: DEFAULT_SHADOW_TIMEOUT,
+            default_threshold: 0.0,
+            deploy_policy: DeployPolicy::Manual,
         }
     }
 
@@ -184,6 +260,30 @@ impl Config {
                 .shutdown_grace_secs
                 .or(file.shutdown_grace_secs)
                 .map_or(defaults.shutdown_grace, Duration::from_secs),
+            admin_token: args
+                .admin_token
+                .or(file.admin_token)
+                .filter(|t| !t.is_empty()),
+            shadow_queue: args
+                .shadow_queue
+                .or(file.shadow_queue)
+                .unwrap_or(defaults.shadow_queue),
+            shadow_workers: args
+                .shadow_workers
+                .or(file.shadow_workers)
+                .unwrap_or(defaults.shadow_workers),
+            shadow_timeout: args
+                .shadow_timeout_ms
+                .or(file.shadow_timeout_ms)
+                .map_or(defaults.shadow_timeout, Duration::from_millis),
+            default_threshold: args
+                .default_threshold
+                .or(file.default_threshold)
+                .unwrap_or(defaults.default_threshold),
+            deploy_policy: args
+                .deploy_policy
+                .or(file.deploy_policy)
+                .unwrap_or(defaults.deploy_policy),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -210,6 +310,18 @@ impl Config {
         }
         if !(1..=64).contains(&self.sessions_per_version) {
             problems.push("sessions_per_version: must be between 1 and 64".into());
+        }
+        if self.shadow_queue == 0 {
+            problems.push("shadow_queue: must be at least 1".into());
+        }
+        if !(1..=64).contains(&self.shadow_workers) {
+            problems.push("shadow_workers: must be between 1 and 64".into());
+        }
+        if self.shadow_timeout.is_zero() {
+            problems.push("shadow_timeout_ms: must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.default_threshold) {
+            problems.push("default_threshold: must be between 0 and 1".into());
         }
         problems
     }

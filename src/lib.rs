@@ -16,21 +16,30 @@
 //! - [`config`]: settings from file, env and flags, validated once.
 //! - [`repository`]: the model repository on disk and each version's metadata.
 //! - [`engine`]: the `Model` trait, ONNX Runtime and tract backends, tensors.
-//! - [`serving`]: loaded versions, resolving requests, running predictions.
-//! - [`api`]: HTTP routes and the one mapping from errors to status codes.
+//! - [`serving`]: loaded versions, deployments (champion, shadows, thresholds), predictions.
+//! - [`monitor`]: shadow-versus-champion comparison.
+//! - [`state`]: durable deployment state and the audit log.
+//! - [`api`]: HTTP routes, admin auth, and the one mapping from errors to status codes.
+//! - [`client`]: the admin API client behind `vigil admin`.
 //! - [`shutdown`]: the SIGINT/SIGTERM signal.
 
 pub mod api;
+pub mod client;
 pub mod config;
 pub mod engine;
+pub mod monitor;
 pub mod repository;
 pub mod serving;
 pub mod shutdown;
+pub mod state;
 
 use crate::config::Config;
 use crate::engine::{EngineError, Engines};
 use crate::repository::RepositoryError;
-use crate::serving::{Registry, ServingOptions};
+use crate::serving::{
+    DeploymentDefaults, MirrorSettings, Registry, RegistrySettings, ServingError, ServingOptions,
+};
+use crate::state::{StateError, StateStore};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -44,17 +53,24 @@ pub enum StartupError {
     /// The model repository could not be read.
     #[error(transparent)]
     Repository(#[from] RepositoryError),
+    /// The deployment state could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+    /// Saved deployments could not be applied.
+    #[error(transparent)]
+    Deployments(#[from] ServingError),
     /// A file-system or socket operation failed.
     #[error("{0}")]
     Io(String),
 }
 
-/// Finds and loads ONNX Runtime as `config` says, then loads every version of the repository.
+/// Finds and loads ONNX Runtime as `config` says, loads every version of the repository, and,
+/// when `with_state` is set, applies the deployments saved under `config.state`.
 ///
 /// # Errors
-/// [`StartupError`] when the runtime or the repository cannot be used. A single version that
-/// fails to load does not fail start-up; it is reported as unavailable.
-pub async fn load(config: &Config) -> Result<(Engines, Registry), StartupError> {
+/// [`StartupError`] when the runtime, the repository or the state cannot be used. A single
+/// version that fails to load does not fail start-up; it is reported as unavailable.
+pub async fn load(config: &Config, with_state: bool) -> Result<(Engines, Registry), StartupError> {
     let library = engine::locate_library(config.ort_lib.as_deref())?;
     let sessions = config.sessions_per_version;
     let engines = tokio::task::spawn_blocking(move || Engines::new(&library, sessions))
@@ -65,15 +81,39 @@ pub async fn load(config: &Config) -> Result<(Engines, Registry), StartupError> 
         version = engines.ort().version(),
         "ONNX Runtime loaded"
     );
-    let options = ServingOptions {
-        max_batch_rows: config.max_batch_rows,
-        inline_budget: config.inline_budget,
+    let store = if with_state {
+        let store = StateStore::open(&config.state)?;
+        // Refuse to start on an unreadable state file before spending time on the models.
+        store.load()?;
+        Some(store)
+    } else {
+        None
+    };
+    let settings = RegistrySettings {
+        options: ServingOptions {
+            max_batch_rows: config.max_batch_rows,
+            inline_budget: config.inline_budget,
+        },
+        mirror: MirrorSettings {
+            queue_capacity: config.shadow_queue,
+            workers: config.shadow_workers,
+            timeout: config.shadow_timeout,
+            max_batch_rows: config.max_batch_rows,
+        },
+        defaults: DeploymentDefaults {
+            threshold: config.default_threshold,
+            policy: config.deploy_policy,
+        },
     };
     let models = config.models.clone();
     let loader = engines.clone();
-    let registry = tokio::task::spawn_blocking(move || Registry::load(&models, &loader, options))
-        .await
-        .map_err(|e| StartupError::Io(e.to_string()))??;
+    let registry =
+        tokio::task::spawn_blocking(move || Registry::load(&models, loader, settings, store))
+            .await
+            .map_err(|e| StartupError::Io(e.to_string()))??;
+    if with_state {
+        registry.restore().await?;
+    }
     Ok((engines, registry))
 }
 
@@ -87,14 +127,17 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
-    std::fs::create_dir_all(&config.state).map_err(|e| {
-        StartupError::Io(format!(
-            "cannot create state directory {}: {e}",
-            config.state.display()
-        ))
-    })?;
-    let (_engines, registry) = load(&config).await?;
-    let state = api::AppState::new(Arc::new(registry), config.max_body_bytes);
+    let (_engines, registry) = load(&config, true).await?;
+    for model in registry.models() {
+        if let Some(champion) = model.deployment.champion() {
+            tracing::info!(model = %model.name, champion = %champion.version, threshold = model.deployment.threshold(), policy = %model.deployment.policy(), "deployment");
+        }
+    }
+    let state = api::AppState::new(
+        Arc::new(registry),
+        config.max_body_bytes,
+        config.admin_token.clone(),
+    );
     let app = api::router(state.clone());
     let address = listener
         .local_addr()

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use vigil::client::{AdminClient, render_models, render_rescan, table};
 use vigil::config::{Config, LogFormat, ServeArgs};
 use vigil::engine::{EngineKind, Engines, Signature, TensorSpec};
 use vigil::serving::VersionStatus;
@@ -27,6 +28,8 @@ enum Command {
         #[arg(long, env = "VIGIL_ORT_LIB")]
         ort_lib: Option<PathBuf>,
     },
+    /// Operate a running gateway through its admin API.
+    Admin(AdminArgs),
     /// Print the inputs and outputs of an ONNX file.
     Inspect {
         /// The ONNX file.
@@ -38,6 +41,44 @@ enum Command {
         #[arg(long, env = "VIGIL_ORT_LIB")]
         ort_lib: Option<PathBuf>,
     },
+}
+
+#[derive(clap::Args)]
+struct AdminArgs {
+    /// Gateway base URL.
+    #[arg(long, env = "VIGIL_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Admin token (as configured on the gateway).
+    #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    #[command(subcommand)]
+    action: AdminAction,
+}
+
+#[derive(Subcommand)]
+enum AdminAction {
+    /// Every model and version (or one model), with roles, scores and shadow comparisons.
+    Models {
+        /// Only this model.
+        model: Option<String>,
+    },
+    /// Make a version the champion.
+    Promote { model: String, version: String },
+    /// Mirror a fraction (0–1) of the champion's traffic to a version.
+    Shadow {
+        model: String,
+        version: String,
+        #[arg(long, default_value_t = 1.0)]
+        fraction: f64,
+    },
+    /// Stop mirroring to a version.
+    Unshadow { model: String, version: String },
+    /// Set the confidence threshold (0–1).
+    Threshold { model: String, threshold: f64 },
+    /// Bring back the previous champion.
+    Rollback { model: String },
+    /// Load version directories added since start.
+    Rescan,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -80,6 +121,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Check { dir, ort_lib } => check(dir, ort_lib).await,
+            Command::Admin(args) => admin(args).await,
             Command::Inspect {
                 file,
                 engine,
@@ -118,25 +160,40 @@ fn describe(specs: &[TensorSpec]) -> String {
 }
 
 fn print_table(rows: &[Vec<String>]) {
-    let columns = rows.first().map_or(0, Vec::len);
-    let widths: Vec<usize> = (0..columns)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let cells: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, width)| format!("{cell:<width$}"))
-            .collect();
-        println!("{}", cells.join("  ").trim_end());
-    }
+    print!("{}", table(rows));
+}
+
+async fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::new(&args.url, args.token);
+    let output = match args.action {
+        AdminAction::Models { model: None } => render_models(&client.models().await?),
+        AdminAction::Models { model: Some(model) } => render_models(&client.model(&model).await?),
+        AdminAction::Promote { model, version } => {
+            render_models(&client.promote(&model, &version).await?)
+        }
+        AdminAction::Shadow {
+            model,
+            version,
+            fraction,
+        } => render_models(&client.shadow(&model, &version, fraction).await?),
+        AdminAction::Unshadow { model, version } => {
+            render_models(&client.unshadow(&model, &version).await?)
+        }
+        AdminAction::Threshold { model, threshold } => {
+            render_models(&client.threshold(&model, threshold).await?)
+        }
+        AdminAction::Rollback { model } => render_models(&client.rollback(&model).await?),
+        AdminAction::Rescan => render_rescan(&client.rescan().await?),
+    };
+    print!("{output}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn check(dir: PathBuf, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     init_logs(LogFormat::Human);
     let mut config = Config::for_models(dir);
     config.ort_lib = ort_lib.or_else(ort_dylib_path);
-    let (_engines, registry) = vigil::load(&config).await?;
+    let (_engines, registry) = vigil::load(&config, false).await?;
     let mut rows = vec![
         [
             "MODEL",
@@ -153,7 +210,7 @@ async fn check(dir: PathBuf, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCod
     ];
     let mut failed = 0;
     for model in registry.models() {
-        for version in &model.versions {
+        for version in &model.versions() {
             let meta = version.metadata.as_ref();
             let (inputs, outputs, status) = match &version.status {
                 VersionStatus::Ready(loaded) => (
@@ -161,10 +218,11 @@ async fn check(dir: PathBuf, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCod
                     describe(&loaded.signature().outputs),
                     "ready".to_string(),
                 ),
-                VersionStatus::Unavailable(reason) => {
+                VersionStatus::Failed(reason) => {
                     failed += 1;
                     ("-".into(), "-".into(), format!("FAILED: {reason}"))
                 }
+                VersionStatus::Unloaded => ("-".into(), "-".into(), "unloaded".into()),
             };
             rows.push(vec![
                 model.name.clone(),

@@ -43,6 +43,12 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method {0} is not allowed on this route")]
     MethodNotAllowed(String),
+    /// The admin API has no token configured: it is disabled, never open.
+    #[error("admin API disabled: start the gateway with VIGIL_ADMIN_TOKEN (or admin_token) set")]
+    AdminDisabled,
+    /// The admin bearer token is missing or wrong.
+    #[error("{0}")]
+    Unauthorized(&'static str),
     /// A response could not be encoded.
     #[error("cannot encode the response: {0}")]
     Encode(String),
@@ -70,7 +76,8 @@ impl ApiError {
                 ServingError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
                 ServingError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
                 ServingError::TooManyRows { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                ServingError::Engine(_) | ServingError::Task(_) => {
+                ServingError::Conflict(_) => StatusCode::CONFLICT,
+                ServingError::Engine(_) | ServingError::Task(_) | ServingError::State(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
             },
@@ -80,6 +87,8 @@ impl ApiError {
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         }
     }
 }
@@ -95,12 +104,19 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (
+        let mut response = (
             status,
             Json(ErrorBody {
                 error: self.to_string(),
             }),
         )
-            .into_response()
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
     }
 }

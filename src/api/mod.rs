@@ -11,9 +11,21 @@
 //! | `POST /v1/models/{m}[/versions/{v}]:predict` | TF-Serving-style JSON |
 //! | `GET /v1/models/{m}[/versions/{v}]` | TF-Serving-style version status |
 //! | `GET /metrics` | Prometheus text |
+//! | `GET /admin/models`, `GET /admin/models/{m}` | models, versions, deployments (admin) |
+//! | `PUT /admin/models/{m}/champion` | promote a version (admin) |
+//! | `PUT`/`DELETE /admin/models/{m}/shadows/{v}` | add/change or remove a shadow (admin) |
+//! | `PUT /admin/models/{m}/threshold`, `PUT /admin/models/{m}/policy` | threshold, deploy policy (admin) |
+//! | `POST /admin/models/{m}/rollback` | previous champion back (admin) |
+//! | `GET /admin/models/{m}/versions/{v}/download` | the version directory as `.tar.gz` (admin) |
+//! | `POST /admin/repository/rescan` | load new version directories (admin) |
+//! | `POST /v2/repository/models/{m}/load`, `/unload` | OIP repository extension (admin) |
 //!
-//! Handlers are thin: decode, call `serving`, encode. Errors become responses in `error.rs`.
+//! Admin routes require `Authorization: Bearer <token>` (`auth.rs`); with no token configured
+//! they answer 403. Handlers are thin: decode, call `serving`, encode. Errors become responses in
+//! `error.rs`.
 
+mod admin;
+mod auth;
 mod binary;
 mod body;
 mod error;
@@ -37,14 +49,19 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     registry: Arc<Registry>,
     max_body_bytes: usize,
+    admin_token: Option<String>,
     draining: AtomicBool,
     request_prefix: u64,
     request_counter: AtomicU64,
 }
 
 impl AppState {
-    /// State over a loaded registry.
-    pub fn new(registry: Arc<Registry>, max_body_bytes: usize) -> AppState {
+    /// State over a loaded registry; `admin_token` enables the admin API.
+    pub fn new(
+        registry: Arc<Registry>,
+        max_body_bytes: usize,
+        admin_token: Option<String>,
+    ) -> AppState {
         let request_prefix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
@@ -52,6 +69,7 @@ impl AppState {
         AppState(Arc::new(Inner {
             registry,
             max_body_bytes,
+            admin_token,
             draining: AtomicBool::new(false),
             request_prefix,
             request_counter: AtomicU64::new(0),
@@ -66,6 +84,11 @@ impl AppState {
     /// Largest body accepted.
     pub fn max_body_bytes(&self) -> usize {
         self.0.max_body_bytes
+    }
+
+    /// The admin token, when the admin API is enabled.
+    pub fn admin_token(&self) -> Option<&str> {
+        self.0.admin_token.as_deref()
     }
 
     /// Marks the gateway as draining: readiness turns false, in-flight requests still finish.
@@ -98,7 +121,12 @@ async fn method_not_allowed(method: Method) -> ApiError {
 
 /// Every route, with `state` attached.
 pub fn router(state: AppState) -> Router {
+    let admin = admin::routes().route_layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        auth::require_admin,
+    ));
     Router::new()
+        .merge(admin)
         .route("/v2", get(health::server_metadata))
         .route("/v2/health/live", get(health::live))
         .route("/v2/health/ready", get(health::ready))

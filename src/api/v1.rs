@@ -4,7 +4,10 @@
 
 use super::{ApiError, AppState, body};
 use crate::engine::{DataType, Tensor, TensorData};
-use crate::serving::{LoadedVersion, NamedInput, RowPrediction, VersionStatus, row_predictions};
+use crate::serving::{
+    ACCEPTED_OUTPUT, CONFIDENCE_OUTPUT, LoadedVersion, NamedInput, RowPrediction, VersionStatus,
+    row_predictions,
+};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -13,7 +16,6 @@ use axum::response::{IntoResponse, Response};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
-use std::sync::Arc;
 
 /// A `/v1/models/...` path, split into its parts.
 #[derive(Debug, PartialEq, Eq)]
@@ -85,10 +87,10 @@ struct StatusResponse<'a> {
 }
 
 fn status(app: &AppState, path: &V1Path) -> Result<Response, ApiError> {
-    let registry = app.registry();
-    let entry = registry.model(&path.model)?;
+    let entry = app.registry().model(&path.model)?;
+    let versions = entry.versions();
     if let Some(version) = &path.version
-        && !entry.versions.iter().any(|v| &v.version == version)
+        && !versions.iter().any(|v| &v.version == version)
     {
         return Err(crate::serving::ServingError::UnknownVersion {
             model: path.model.clone(),
@@ -96,8 +98,7 @@ fn status(app: &AppState, path: &V1Path) -> Result<Response, ApiError> {
         }
         .into());
     }
-    let statuses = entry
-        .versions
+    let statuses = versions
         .iter()
         .filter(|v| {
             path.version
@@ -113,12 +114,20 @@ fn status(app: &AppState, path: &V1Path) -> Result<Response, ApiError> {
                     error_message: "",
                 },
             },
-            VersionStatus::Unavailable(reason) => VersionStatusBody {
+            VersionStatus::Failed(reason) => VersionStatusBody {
                 version: &v.version,
                 state: "END",
                 status: StatusDetail {
                     error_code: "UNAVAILABLE",
                     error_message: reason,
+                },
+            },
+            VersionStatus::Unloaded => VersionStatusBody {
+                version: &v.version,
+                state: "END",
+                status: StatusDetail {
+                    error_code: "UNAVAILABLE",
+                    error_message: "unloaded",
                 },
             },
         })
@@ -243,6 +252,8 @@ fn instances_tensor(loaded: &LoadedVersion, instances: &[Value]) -> Result<Named
 struct PredictionBody<'a> {
     prediction: &'a RowPrediction,
     single_precision: bool,
+    /// `(confidence, accepted)` for classifiers with a threshold output.
+    threshold: Option<(f64, bool)>,
 }
 
 impl Serialize for PredictionBody<'_> {
@@ -267,6 +278,10 @@ impl Serialize for PredictionBody<'_> {
                 map.serialize_entry("label", label)?;
                 if !probabilities.is_empty() {
                     map.serialize_entry("probabilities", &Probabilities(probabilities))?;
+                }
+                if let Some((confidence, accepted)) = self.threshold {
+                    map.serialize_entry("confidence", &(confidence as f32))?;
+                    map.serialize_entry("accepted", &accepted)?;
                 }
                 map.end()
             }
@@ -296,14 +311,12 @@ async fn predict(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let loaded: Arc<LoadedVersion> = app
-        .registry()
-        .resolve(&path.model, path.version.as_deref())?;
+    let route = app.registry().route(&path.model, path.version.as_deref())?;
     body::json_format(headers)?;
     let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
     let request: PredictRequest = super::v2_types::parse_json(&bytes)?;
-    let input = instances_tensor(&loaded, &request.instances)?;
-    let prediction = app.registry().predict(loaded, vec![input]).await?;
+    let input = instances_tensor(&route.version, &request.instances)?;
+    let prediction = app.registry().predict(route, vec![input]).await?;
     let version = &prediction.version;
     let rows = row_predictions(
         &prediction.outputs,
@@ -315,15 +328,26 @@ async fn predict(
         .roles
         .value
         .is_some_and(|index| version.signature().outputs[index].dtype == DataType::F32);
+    let position = |name: &str| version.served_outputs.iter().position(|o| o.name == name);
+    let threshold_outputs = position(CONFIDENCE_OUTPUT)
+        .zip(position(ACCEPTED_OUTPUT))
+        .filter(|&(c, _)| c >= version.signature().outputs.len())
+        .map(|(c, a)| (&prediction.outputs[c], &prediction.outputs[a]));
     let id = app.next_request_id();
     let mut response = Json(PredictResponse {
         model_name: &version.model,
         model_version: &version.version,
         predictions: rows
             .iter()
-            .map(|prediction| PredictionBody {
+            .enumerate()
+            .map(|(row, prediction)| PredictionBody {
                 prediction,
                 single_precision,
+                threshold: threshold_outputs.and_then(|(c, a)| {
+                    let confidence = c.data().get_f64(row)?;
+                    let accepted = a.data().get_f64(row)? != 0.0;
+                    Some((confidence, accepted))
+                }),
             })
             .collect(),
     })

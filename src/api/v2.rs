@@ -6,15 +6,14 @@ use super::v2_types::{
     InferResponse, JsonElements, OutputParameters, OutputTensor, RequestedOutput, parse_request,
 };
 use super::{ApiError, AppState, binary};
-use crate::engine::{Signature, TensorSpec};
-use crate::serving::{LoadedVersion, Prediction, VersionStatus};
+use crate::engine::TensorSpec;
+use crate::serving::{Prediction, Route, VersionStatus};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
 
 /// The platform string of every version vigil serves.
 pub const PLATFORM: &str = "onnx_onnxv1";
@@ -45,32 +44,41 @@ struct ModelMetadata<'a> {
     outputs: Vec<TensorMetadata<'a>>,
 }
 
-fn metadata_response(name: &str, versions: Vec<&str>, signature: &Signature) -> Response {
+fn metadata_response(name: &str, versions: Vec<&str>, route: &Route) -> Response {
     Json(ModelMetadata {
         name,
         versions,
         platform: PLATFORM,
-        inputs: signature.inputs.iter().map(TensorMetadata::from).collect(),
-        outputs: signature.outputs.iter().map(TensorMetadata::from).collect(),
+        inputs: route
+            .version
+            .signature()
+            .inputs
+            .iter()
+            .map(TensorMetadata::from)
+            .collect(),
+        outputs: route
+            .version
+            .served_outputs
+            .iter()
+            .map(TensorMetadata::from)
+            .collect(),
     })
     .into_response()
 }
 
-/// `GET /v2/models/{model}`: the default version's signature and every ready version.
+/// `GET /v2/models/{model}`: the champion's signature and every ready version.
 pub async fn model_metadata(
     State(app): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Response, ApiError> {
-    let registry = app.registry();
-    let loaded = registry.resolve(&model, None)?;
-    let entry = registry.model(&model)?;
-    let versions = entry
-        .versions
+    let route = app.registry().route(&model, None)?;
+    let versions = route.model.versions();
+    let ready = versions
         .iter()
-        .filter(|v| matches!(v.status, VersionStatus::Ready(_)))
+        .filter(|v| v.ready().is_some())
         .map(|v| v.version.as_str())
         .collect();
-    Ok(metadata_response(&model, versions, loaded.signature()))
+    Ok(metadata_response(&model, ready, &route))
 }
 
 /// `GET /v2/models/{model}/versions/{version}`.
@@ -78,12 +86,8 @@ pub async fn version_metadata(
     State(app): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let loaded = app.registry().resolve(&model, Some(&version))?;
-    Ok(metadata_response(
-        &model,
-        vec![loaded.version.as_str()],
-        loaded.signature(),
-    ))
+    let route = app.registry().route(&model, Some(&version))?;
+    Ok(metadata_response(&model, vec![version.as_str()], &route))
 }
 
 #[derive(Serialize)]
@@ -97,7 +101,7 @@ pub async fn model_ready(
     State(app): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Response, ApiError> {
-    app.registry().resolve(&model, None)?;
+    app.registry().route(&model, None)?;
     Ok(Json(ModelReady {
         name: &model,
         ready: true,
@@ -110,7 +114,7 @@ pub async fn version_ready(
     State(app): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    app.registry().resolve(&model, Some(&version))?;
+    app.registry().route(&model, Some(&version))?;
     Ok(Json(ModelReady {
         name: &model,
         ready: true,
@@ -125,8 +129,8 @@ pub async fn infer(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let loaded = app.registry().resolve(&model, None)?;
-    run_infer(&app, loaded, &headers, body).await
+    let route = app.registry().route(&model, None)?;
+    run_infer(&app, route, &headers, body).await
 }
 
 /// `POST /v2/models/{model}/versions/{version}/infer`.
@@ -136,29 +140,28 @@ pub async fn infer_version(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let loaded = app.registry().resolve(&model, Some(&version))?;
-    run_infer(&app, loaded, &headers, body).await
+    let route = app.registry().route(&model, Some(&version))?;
+    run_infer(&app, route, &headers, body).await
 }
 
 /// Which outputs to return, in which order, and whether each goes out as binary.
 fn select_outputs(
-    signature: &Signature,
+    outputs: &[TensorSpec],
     requested: Option<Vec<RequestedOutput>>,
     binary_by_default: bool,
 ) -> Result<Vec<(usize, bool)>, ApiError> {
     let Some(requested) = requested else {
-        return Ok((0..signature.outputs.len())
+        return Ok((0..outputs.len())
             .map(|index| (index, binary_by_default))
             .collect());
     };
     let mut selection = Vec::with_capacity(requested.len());
     for (position, output) in requested.iter().enumerate() {
-        let index = signature
-            .outputs
+        let index = outputs
             .iter()
             .position(|spec| spec.name == output.name)
             .ok_or_else(|| {
-                let names: Vec<&str> = signature.outputs.iter().map(|s| s.name.as_str()).collect();
+                let names: Vec<&str> = outputs.iter().map(|s| s.name.as_str()).collect();
                 ApiError::bad_request(
                     format!("outputs[{position}].name"),
                     format!(
@@ -181,7 +184,7 @@ fn select_outputs(
 
 async fn run_infer(
     app: &AppState,
-    loaded: Arc<LoadedVersion>,
+    route: Route,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -205,17 +208,17 @@ async fn run_infer(
     let mut request = parse_request(json)?;
     let id = request.client_id().unwrap_or_else(|| app.next_request_id());
     let selection = select_outputs(
-        loaded.signature(),
+        &route.version.served_outputs,
         request.outputs.take(),
         request.binary_outputs_by_default(),
     )?;
     let inputs = request.into_inputs(binary)?;
-    let prediction = app.registry().predict(loaded, inputs).await?;
+    let prediction = app.registry().predict(route, inputs).await?;
     Ok(encode_response(&prediction, &id, &selection))
 }
 
 fn encode_response(prediction: &Prediction, id: &str, selection: &[(usize, bool)]) -> Response {
-    let signature = prediction.version.signature();
+    let served = &prediction.version.served_outputs;
     let mut binary_part = Vec::new();
     let outputs = selection
         .iter()
@@ -235,7 +238,7 @@ fn encode_response(prediction: &Prediction, id: &str, selection: &[(usize, bool)
                 (None, Some(JsonElements(tensor.data())))
             };
             OutputTensor {
-                name: &signature.outputs[index].name,
+                name: &served[index].name,
                 datatype: tensor.dtype().protocol_name(),
                 shape: tensor.shape(),
                 parameters,
@@ -307,13 +310,15 @@ pub async fn repository_index(
         serde_json::from_slice(&bytes)
             .map_err(|e| super::v2_types::json_error("body".into(), &e))?
     };
-    let registry = app.registry();
+    let models = app.registry().models();
+    let versions: Vec<_> = models.iter().map(|m| (m, m.versions())).collect();
     let mut entries = Vec::new();
-    for model in registry.models() {
-        for version in &model.versions {
+    for (model, versions) in &versions {
+        for version in versions {
             let (state, reason) = match &version.status {
                 VersionStatus::Ready(_) => ("READY", ""),
-                VersionStatus::Unavailable(reason) => ("UNAVAILABLE", reason.as_str()),
+                VersionStatus::Failed(reason) => ("UNAVAILABLE", reason.as_str()),
+                VersionStatus::Unloaded => ("UNAVAILABLE", "unloaded"),
             };
             if filter.ready && state != "READY" {
                 continue;

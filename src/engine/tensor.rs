@@ -262,6 +262,14 @@ impl Tensor {
         Ok(Tensor { shape, data })
     }
 
+    /// A one-dimensional tensor holding `data` (infallible: the shape is the element count).
+    pub fn vector(data: TensorData) -> Tensor {
+        Tensor {
+            shape: vec![data.len()],
+            data,
+        }
+    }
+
     /// The shape.
     pub fn shape(&self) -> &[usize] {
         &self.shape

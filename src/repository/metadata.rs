@@ -62,6 +62,9 @@ pub struct Metadata {
     /// The engine that runs this version.
     #[serde(default)]
     pub engine: EngineKind,
+    /// Default confidence threshold (0–1) when this version becomes a model's first champion.
+    #[serde(default)]
+    pub threshold: Option<f64>,
     /// Hyperparameters, as text.
     #[serde(default)]
     pub params: BTreeMap<String, String>,

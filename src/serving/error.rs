@@ -47,6 +47,13 @@ pub enum ServingError {
     /// The engine failed on inputs that passed validation.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The change conflicts with the deployment (unloading the champion, promoting a shadow's
+    /// own champion, rolling back with no history, ...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The durable state could not be written; the change was applied in memory only.
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     /// The blocking inference task did not complete.
     #[error("inference task failed: {0}")]
     Task(String),

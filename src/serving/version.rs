@@ -2,9 +2,13 @@
 //! whether a request runs inline on the async worker or on the blocking pool.
 
 use super::outputs::OutputRoles;
-use crate::engine::{DataType, EngineError, Engines, Model, Signature, Tensor, TensorData};
+use super::threshold;
+use crate::engine::{
+    DataType, EngineError, Engines, Model, Signature, Tensor, TensorData, TensorSpec,
+};
 use crate::repository::{Metadata, Reference, RepositoryError, VersionDir};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Rows used for the warm-up and cost measurement (from `reference.csv` when available).
@@ -44,7 +48,31 @@ impl InferenceCost {
     }
 }
 
-/// A version ready to serve. Immutable once built; shared as `Arc<LoadedVersion>`.
+/// Rows accepted and rejected by the confidence threshold on this version.
+#[derive(Debug, Default)]
+pub struct ThresholdCounters {
+    accepted: AtomicU64,
+    rejected: AtomicU64,
+}
+
+impl ThresholdCounters {
+    /// Adds one request's counts.
+    pub fn record(&self, accepted: usize, rejected: usize) {
+        self.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
+        self.rejected.fetch_add(rejected as u64, Ordering::Relaxed);
+    }
+
+    /// `(accepted, rejected)` so far.
+    pub fn totals(&self) -> (u64, u64) {
+        (
+            self.accepted.load(Ordering::Relaxed),
+            self.rejected.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// A version ready to serve. Immutable once built (but for its counters); shared as
+/// `Arc<LoadedVersion>`.
 pub struct LoadedVersion {
     /// Model name.
     pub model: String,
@@ -64,6 +92,10 @@ pub struct LoadedVersion {
     pub load_time: Duration,
     /// Reference rows, when the version ships `reference.csv`.
     pub reference: Option<Reference>,
+    /// Outputs of responses: the model's, then `confidence` and `accepted` for classifiers.
+    pub served_outputs: Vec<TensorSpec>,
+    /// Threshold outcomes on this version.
+    pub threshold_counts: ThresholdCounters,
     engine: Box<dyn Model>,
 }
 
@@ -93,6 +125,8 @@ impl LoadedVersion {
         let engine = engines.load(metadata.engine, &onnx)?;
         let roles = OutputRoles::find(engine.signature(), metadata.task);
         let cost = warm_up(engine.as_ref(), reference.as_ref())?;
+        let mut served_outputs = engine.signature().outputs.clone();
+        served_outputs.extend(threshold::added_outputs(&served_outputs, roles));
         Ok(LoadedVersion {
             model: dir.model.clone(),
             version: dir.version.clone(),
@@ -103,6 +137,8 @@ impl LoadedVersion {
             cost,
             load_time: started.elapsed(),
             reference,
+            served_outputs,
+            threshold_counts: ThresholdCounters::default(),
             engine,
         })
     }

@@ -199,3 +199,57 @@ pub fn copy_version(dest: &Path, model: &str, version: &str, extra: &str) {
         std::fs::write(&toml, text).expect("write model.toml");
     }
 }
+
+/// The outputs a v2 response carries from the model itself (without the gateway's `confidence`
+/// and `accepted`).
+pub fn model_outputs(response: &Value) -> Vec<&Value> {
+    response["outputs"]
+        .as_array()
+        .expect("outputs")
+        .iter()
+        .filter(|o| o["name"] != "confidence" && o["name"] != "accepted")
+        .collect()
+}
+
+/// Checks a classifier response's `confidence` (max class probability per row) and `accepted`
+/// (confidence ≥ threshold) outputs against its `probabilities`.
+pub fn assert_threshold_outputs(response: &Value, threshold: f64) {
+    let outputs = response["outputs"].as_array().expect("outputs");
+    let find = |name: &str| {
+        outputs
+            .iter()
+            .find(|o| o["name"] == name)
+            .unwrap_or_else(|| panic!("no `{name}` output in {response}"))
+    };
+    let probabilities = find("probabilities");
+    let confidence = find("confidence");
+    let accepted = find("accepted");
+    assert_eq!(confidence["datatype"], "FP32");
+    assert_eq!(accepted["datatype"], "BOOL");
+    let classes = probabilities["shape"][1].as_u64().expect("classes") as usize;
+    let probs: Vec<f64> = probabilities["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .map(|p| p.as_f64().expect("number"))
+        .collect();
+    let confidences = confidence["data"].as_array().expect("confidence data");
+    let accepted = accepted["data"].as_array().expect("accepted data");
+    assert_eq!(confidences.len(), probs.len() / classes);
+    for (row, (c, a)) in confidences.iter().zip(accepted).enumerate() {
+        let top = probs[row * classes..(row + 1) * classes]
+            .iter()
+            .copied()
+            .fold(f64::NEG_INFINITY, f64::max);
+        let c = c.as_f64().expect("confidence");
+        assert!(
+            (c - top).abs() < 1e-6,
+            "row {row}: confidence {c} vs top {top}"
+        );
+        assert_eq!(
+            a.as_bool(),
+            Some(c >= threshold),
+            "row {row}: accepted at {threshold}"
+        );
+    }
+}

@@ -1,0 +1,268 @@
+//! Admin handlers: model and deployment views, promote, shadows, thresholds, policies, rollback,
+//! downloads, rescan, and the OIP repository extension's load/unload. Every change is applied by
+//! `serving` and answered with the model's new deployment.
+
+use super::v2_types::parse_json;
+use super::{ApiError, AppState, body};
+use crate::serving::{DeployPolicy, ModelReport, ScanOutcome, ServingError};
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// The admin routes (authentication is layered on by the caller).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/admin/models", get(list_models))
+        .route("/admin/models/{model}", get(show_model))
+        .route("/admin/models/{model}/champion", put(promote))
+        .route(
+            "/admin/models/{model}/shadows/{version}",
+            put(set_shadow).delete(remove_shadow),
+        )
+        .route("/admin/models/{model}/threshold", put(set_threshold))
+        .route("/admin/models/{model}/policy", put(set_policy))
+        .route("/admin/models/{model}/rollback", post(rollback))
+        .route(
+            "/admin/models/{model}/versions/{version}/download",
+            get(download),
+        )
+        .route("/admin/repository/rescan", post(rescan))
+        .route("/v2/repository/models/{model}/load", post(load))
+        .route("/v2/repository/models/{model}/unload", post(unload))
+}
+
+async fn json_body<T: DeserializeOwned>(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<T, ApiError> {
+    body::json_format(headers)?;
+    let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
+    parse_json(&bytes)
+}
+
+#[derive(Serialize)]
+struct ModelList {
+    models: Vec<ModelReport>,
+}
+
+async fn list_models(State(app): State<AppState>) -> Json<ModelList> {
+    let models = app
+        .registry()
+        .models()
+        .iter()
+        .map(|m| ModelReport::of(m))
+        .collect();
+    Json(ModelList { models })
+}
+
+async fn show_model(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelReport>, ApiError> {
+    let model = app.registry().model(&model)?;
+    Ok(Json(ModelReport::of(&model)))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChampionRequest {
+    version: String,
+}
+
+async fn promote(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ModelReport>, ApiError> {
+    let request: ChampionRequest = json_body(&app, &headers, body).await?;
+    Ok(Json(
+        app.registry().promote(&model, &request.version).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ShadowRequest {
+    fraction: f64,
+}
+
+async fn set_shadow(
+    State(app): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ModelReport>, ApiError> {
+    let request: ShadowRequest = json_body(&app, &headers, body).await?;
+    Ok(Json(
+        app.registry()
+            .set_shadow(&model, &version, request.fraction)
+            .await?,
+    ))
+}
+
+async fn remove_shadow(
+    State(app): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Json<ModelReport>, ApiError> {
+    Ok(Json(app.registry().remove_shadow(&model, &version).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ThresholdRequest {
+    threshold: f64,
+}
+
+async fn set_threshold(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ModelReport>, ApiError> {
+    let request: ThresholdRequest = json_body(&app, &headers, body).await?;
+    Ok(Json(
+        app.registry()
+            .set_threshold(&model, request.threshold)
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyRequest {
+    policy: DeployPolicy,
+}
+
+async fn set_policy(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ModelReport>, ApiError> {
+    let request: PolicyRequest = json_body(&app, &headers, body).await?;
+    Ok(Json(
+        app.registry().set_policy(&model, request.policy).await?,
+    ))
+}
+
+async fn rollback(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelReport>, ApiError> {
+    Ok(Json(app.registry().rollback(&model).await?))
+}
+
+#[derive(Serialize)]
+struct RescanResponse {
+    found: Vec<ScanOutcome>,
+}
+
+async fn rescan(State(app): State<AppState>) -> Result<Json<RescanResponse>, ApiError> {
+    Ok(Json(RescanResponse {
+        found: app.registry().rescan().await?,
+    }))
+}
+
+/// The repository extension's optional body: `{"parameters": {"version": "2"}}`.
+#[derive(Deserialize, Default)]
+struct RepositoryRequest {
+    #[serde(default)]
+    parameters: Option<RepositoryParameters>,
+}
+
+#[derive(Deserialize, Default)]
+struct RepositoryParameters {
+    #[serde(default)]
+    version: Option<String>,
+}
+
+async fn repository_request(
+    app: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Option<String>, ApiError> {
+    body::json_format(headers)?;
+    let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    let request: RepositoryRequest = parse_json(&bytes)?;
+    Ok(request.parameters.and_then(|p| p.version))
+}
+
+async fn load(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ModelReport>, ApiError> {
+    let version = repository_request(&app, &headers, body).await?;
+    Ok(Json(
+        app.registry()
+            .load_model(&model, version.as_deref())
+            .await?,
+    ))
+}
+
+async fn unload(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Json<ModelReport>, ApiError> {
+    let version = repository_request(&app, &headers, body).await?;
+    Ok(Json(
+        app.registry()
+            .unload_version(&model, version.as_deref())
+            .await?,
+    ))
+}
+
+/// The version directory as a gzip-compressed tar archive `<model>-<version>/...`.
+async fn download(
+    State(app): State<AppState>,
+    Path((model, version)): Path<(String, String)>,
+) -> Result<Response, ApiError> {
+    let state = app.registry().model(&model)?;
+    let entry = state
+        .versions()
+        .into_iter()
+        .find(|v| v.version == version)
+        .ok_or_else(|| ServingError::UnknownVersion {
+            model: model.clone(),
+            version: version.clone(),
+        })?;
+    let prefix = format!("{model}-{version}");
+    let dir = entry.dir.path.clone();
+    let archive_prefix = prefix.clone();
+    let archive = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        let mut builder = tar::Builder::new(encoder);
+        builder.follow_symlinks(false);
+        builder.append_dir_all(&archive_prefix, &dir)?;
+        builder.into_inner()?.finish()
+    })
+    .await
+    .map_err(|e| ServingError::Task(e.to_string()))?
+    .map_err(|e| ServingError::Task(format!("cannot archive {model}/{version}: {e}")))?;
+    let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{prefix}.tar.gz\""))
+        .unwrap_or(HeaderValue::from_static("attachment"));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/gzip"),
+            ),
+            (header::CONTENT_DISPOSITION, disposition),
+        ],
+        archive,
+    )
+        .into_response())
+}

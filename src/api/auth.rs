@@ -1,0 +1,65 @@
+//! Admin authentication: `Authorization: Bearer <token>`, compared in constant time. With no
+//! token configured every admin route answers 403; the admin API is never open.
+
+use super::{ApiError, AppState};
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+
+/// Compares two byte strings in time that depends only on their lengths.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let length_differs = u8::from(a.len() != b.len());
+    let longest = a.len().max(b.len());
+    let mut difference = length_differs;
+    for i in 0..longest {
+        let x = a.get(i).copied().unwrap_or(0);
+        let y = b.get(i).copied().unwrap_or(0);
+        difference |= x ^ y;
+    }
+    difference == 0
+}
+
+/// Middleware on every admin route.
+///
+/// # Errors
+/// [`ApiError::AdminDisabled`] (403) without a configured token, [`ApiError::Unauthorized`]
+/// (401) for a missing or wrong token.
+pub async fn require_admin(
+    State(app): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(expected) = app.admin_token() else {
+        return Err(ApiError::AdminDisabled);
+    };
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    match given {
+        None => Err(ApiError::Unauthorized(
+            "missing `Authorization: Bearer <token>` header",
+        )),
+        Some(token) if constant_time_eq(token.as_bytes(), expected.as_bytes()) => {
+            Ok(next.run(request).await)
+        }
+        Some(_) => Err(ApiError::Unauthorized("wrong admin token")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn equal_only_when_bytes_and_lengths_match() {
+        assert!(constant_time_eq(b"secret", b"secret"));
+        assert!(!constant_time_eq(b"secret", b"secreT"));
+        assert!(!constant_time_eq(b"secret", b"secret2"));
+        assert!(!constant_time_eq(b"", b"x"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}
