@@ -48,9 +48,11 @@ pub fn expected_fixtures() -> Vec<Value> {
 pub struct TestGateway {
     pub addr: SocketAddr,
     pub client: reqwest::Client,
+    /// The admin token the gateway was started with.
+    pub admin_token: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), StartupError>>>,
-    _state: tempfile::TempDir,
+    _state: Option<tempfile::TempDir>,
 }
 
 impl TestGateway {
@@ -63,6 +65,33 @@ impl TestGateway {
     pub async fn start_with(mut config: Config) -> TestGateway {
         let state = tempfile::tempdir().expect("temporary state directory");
         config.state = state.path().to_path_buf();
+        let mut gateway = TestGateway::start_in(config).await;
+        gateway._state = Some(state);
+        gateway
+    }
+
+    /// Starts a gateway with `config` as given (the caller owns `config.state`).
+    pub async fn start_in(config: Config) -> TestGateway {
+        let (gateway, _) = TestGateway::spawn(config).await;
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    /// Starts a gateway and waits for its task to end, returning the start-up error it stopped
+    /// with (for configurations that must be refused).
+    pub async fn start_expecting_failure(config: Config) -> StartupError {
+        let (mut gateway, _) = TestGateway::spawn(config).await;
+        let task = gateway.task.take().expect("task");
+        match tokio::time::timeout(Duration::from_secs(60), task).await {
+            Ok(Ok(Err(error))) => error,
+            Ok(Ok(Ok(()))) => panic!("gateway started although it should have refused"),
+            Ok(Err(join)) => panic!("gateway task panicked: {join}"),
+            Err(_) => panic!("gateway neither failed nor stopped within 60 s"),
+        }
+    }
+
+    async fn spawn(config: Config) -> (TestGateway, ()) {
+        let admin_token = config.admin_token.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind loopback");
@@ -74,12 +103,12 @@ impl TestGateway {
         let gateway = TestGateway {
             addr,
             client: reqwest::Client::new(),
+            admin_token,
             stop: Some(stop_tx),
             task: Some(task),
-            _state: state,
+            _state: None,
         };
-        gateway.wait_ready().await;
-        gateway
+        (gateway, ())
     }
 
     async fn wait_ready(&self) {
@@ -126,6 +155,25 @@ impl TestGateway {
             .send()
             .await
             .expect("POST sent");
+        let status = response.status();
+        (status, response.json().await.expect("JSON body"))
+    }
+
+    /// An admin call with the gateway's token: `method path` with an optional JSON body.
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.client.request(method, self.url(path));
+        if let Some(token) = &self.admin_token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.expect("admin call sent");
         let status = response.status();
         (status, response.json().await.expect("JSON body"))
     }
@@ -182,8 +230,27 @@ pub fn v2_body(input: &str, rows: &[Vec<f64>]) -> Value {
 /// Copies `models/<model>/<version>` into `dest/<model>/<version>`, appending `extra` to its
 /// `model.toml`.
 pub fn copy_version(dest: &Path, model: &str, version: &str, extra: &str) {
-    let from = models_dir().join(model).join(version);
-    let to = dest.join(model).join(version);
+    copy_version_as(&models_dir(), model, version, dest, model, version, extra);
+}
+
+/// The test-only models (`tests/fixtures/models`: `iris_slow`, `iris_failing`).
+pub fn fixture_models_dir() -> PathBuf {
+    root().join("tests/fixtures/models")
+}
+
+/// Copies `<source>/<model>/<version>` to `dest/<as_model>/<as_version>`, adding `extra` as
+/// top-level keys of its `model.toml`.
+pub fn copy_version_as(
+    source: &Path,
+    model: &str,
+    version: &str,
+    dest: &Path,
+    as_model: &str,
+    as_version: &str,
+    extra: &str,
+) {
+    let from = source.join(model).join(version);
+    let to = dest.join(as_model).join(as_version);
     std::fs::create_dir_all(&to).expect("create version directory");
     for entry in std::fs::read_dir(&from).expect("version directory") {
         let path = entry.expect("entry").path();
