@@ -130,7 +130,7 @@ async fn a_slow_shadow_never_changes_the_champion_and_overflow_is_counted() {
         let (_, body) = gateway
             .post_json(
                 "/v2/models/iris/versions/1/infer",
-                &v2_body("float_input", &[row.clone()]),
+                &v2_body("float_input", std::slice::from_ref(row)),
             )
             .await;
         expected.push(body["outputs"].clone());
