@@ -204,12 +204,7 @@ impl Registry {
         for model in self.models() {
             let before = deployment_value(&model);
             let Some(saved) = saved.as_ref().and_then(|s| s.models.get(&model.name)) else {
-                if model.deployment.policy() == DeployPolicy::BestValidation
-                    && let Some(best) =
-                        best_validation(&model.versions()).and_then(|v| v.ready().cloned())
-                {
-                    model.deployment.set_champion_quietly(best);
-                }
+                first_deployment(&model);
                 self.record("startup", "deploy", &model, before)?;
                 continue;
             };
@@ -275,8 +270,8 @@ impl Registry {
             .filter(|v| !saved.known_versions.contains(&v.version))
         {
             if let Some(loaded) = entry.ready() {
-                let action = self.apply_policy(model, Arc::clone(loaded));
                 let before = deployment_value(model);
+                let action = self.apply_policy(model, Arc::clone(loaded));
                 self.record(
                     "policy",
                     &format!("new version {}: {action}", entry.version),
@@ -417,6 +412,7 @@ impl Registry {
         let model = self.model(model)?;
         let before = deployment_value(&model);
         let current = model.deployment.champion().map(|c| c.version.clone());
+        let mut unloadable: Vec<(String, String)> = Vec::new();
         while let Some(previous) = model.deployment.pop_history() {
             if current.as_deref() == Some(previous.as_str()) {
                 continue;
@@ -432,12 +428,28 @@ impl Registry {
                 }
                 Err(error) => {
                     tracing::warn!(model = %model.name, version = %previous, %error, "rollback target unavailable");
+                    unloadable.push((previous, error.to_string()));
                 }
             }
         }
+        // Nothing could be restored: put the history back as it was.
+        for (version, _) in unloadable.iter().rev() {
+            model.deployment.restore_history(version.clone());
+        }
+        if unloadable.is_empty() {
+            return Err(ServingError::Conflict(format!(
+                "{} has no previous champion to roll back to",
+                model.name
+            )));
+        }
+        let reasons: Vec<String> = unloadable
+            .iter()
+            .map(|(version, reason)| format!("{version}: {reason}"))
+            .collect();
         Err(ServingError::Conflict(format!(
-            "{} has no previous champion to roll back to",
-            model.name
+            "no previous champion of {} can be loaded ({}); the history is kept",
+            model.name,
+            reasons.join("; ")
         )))
     }
 
@@ -467,6 +479,7 @@ impl Registry {
                 .await
                 .map_err(|e| ServingError::Task(e.to_string()))?;
                 let state = Arc::new(state);
+                first_deployment(&state);
                 let champion = state.deployment.champion().map(|c| c.version.clone());
                 for entry in state.versions() {
                     outcomes.push(outcome(
@@ -603,6 +616,16 @@ impl Registry {
         });
         self.record("admin", &format!("unload {version}"), &state, before)?;
         Ok(ModelReport::of(&state))
+    }
+}
+
+/// The first champion of a model the state does not know: the best validation version under the
+/// `best_validation` policy, else the highest ready version (already set at load).
+fn first_deployment(model: &ModelState) {
+    if model.deployment.policy() == DeployPolicy::BestValidation
+        && let Some(best) = best_validation(&model.versions()).and_then(|v| v.ready().cloned())
+    {
+        model.deployment.set_champion_quietly(best);
     }
 }
 
