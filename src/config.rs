@@ -28,6 +28,14 @@ pub const DEFAULT_SHADOW_QUEUE: usize = 1024;
 pub const DEFAULT_SHADOW_WORKERS: usize = 1;
 /// Default time a shadow run may take before it counts as timed out.
 pub const DEFAULT_SHADOW_TIMEOUT: Duration = Duration::from_secs(1);
+/// Default number of recent rows in each version's drift window.
+pub const DEFAULT_DRIFT_WINDOW: usize = 1000;
+/// Default interval of the background drift evaluator.
+pub const DEFAULT_DRIFT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default family-wise significance level of the drift test.
+pub const DEFAULT_DRIFT_ALPHA: f64 = 0.05;
+/// Default outlier cut: rows scoring at or above it count as outliers.
+pub const DEFAULT_OUTLIER_CUT: f64 = 0.99;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -98,6 +106,22 @@ pub struct ServeArgs {
     /// champion or best_validation [default: manual]
     #[arg(long, env = "VIGIL_DEPLOY_POLICY", value_parser = parse_policy)]
     pub deploy_policy: Option<DeployPolicy>,
+    /// Record drift windows, outlier scores and per-version figures on the request path
+    /// (`--monitoring false` turns it off) [default: true]
+    #[arg(long, env = "VIGIL_MONITORING")]
+    pub monitoring: Option<bool>,
+    /// Recent input rows per version compared with the reference [default: 1000]
+    #[arg(long, env = "VIGIL_DRIFT_WINDOW")]
+    pub drift_window: Option<usize>,
+    /// Seconds between background drift evaluations [default: 10]
+    #[arg(long, env = "VIGIL_DRIFT_INTERVAL_SECS")]
+    pub drift_interval_secs: Option<u64>,
+    /// Significance level of the drift test, Bonferroni-corrected per feature [default: 0.05]
+    #[arg(long, env = "VIGIL_DRIFT_ALPHA")]
+    pub drift_alpha: Option<f64>,
+    /// Rows whose outlier score is at or above this count as outliers [default: 0.99]
+    #[arg(long, env = "VIGIL_OUTLIER_CUT")]
+    pub outlier_cut: Option<f64>,
 }
 
 fn parse_policy(text: &str) -> Result<DeployPolicy, String> {
@@ -126,6 +150,11 @@ struct FileConfig {
     shadow_timeout_ms: Option<u64>,
     default_threshold: Option<f64>,
     deploy_policy: Option<DeployPolicy>,
+    monitoring: Option<bool>,
+    drift_window: Option<usize>,
+    drift_interval_secs: Option<u64>,
+    drift_alpha: Option<f64>,
+    outlier_cut: Option<f64>,
 }
 
 /// Validated settings of a gateway. `Debug` redacts the admin token.
@@ -163,6 +192,16 @@ pub struct Config {
     pub default_threshold: f64,
     /// Deploy policy for models the state does not know.
     pub deploy_policy: DeployPolicy,
+    /// Request-path monitoring on or off.
+    pub monitoring: bool,
+    /// Rows per drift window.
+    pub drift_window: usize,
+    /// Background drift evaluation interval.
+    pub drift_interval: Duration,
+    /// Drift significance level.
+    pub drift_alpha: f64,
+    /// Outlier cut.
+    pub outlier_cut: f64,
 }
 
 impl std::fmt::Debug for Config {
@@ -213,6 +252,11 @@ impl Config {
             shadow_timeout: DEFAULT_SHADOW_TIMEOUT,
             default_threshold: 0.0,
             deploy_policy: DeployPolicy::Manual,
+            monitoring: true,
+            drift_window: DEFAULT_DRIFT_WINDOW,
+            drift_interval: DEFAULT_DRIFT_INTERVAL,
+            drift_alpha: DEFAULT_DRIFT_ALPHA,
+            outlier_cut: DEFAULT_OUTLIER_CUT,
         }
     }
 
@@ -284,6 +328,26 @@ impl Config {
                 .deploy_policy
                 .or(file.deploy_policy)
                 .unwrap_or(defaults.deploy_policy),
+            monitoring: args
+                .monitoring
+                .or(file.monitoring)
+                .unwrap_or(defaults.monitoring),
+            drift_window: args
+                .drift_window
+                .or(file.drift_window)
+                .unwrap_or(defaults.drift_window),
+            drift_interval: args
+                .drift_interval_secs
+                .or(file.drift_interval_secs)
+                .map_or(defaults.drift_interval, Duration::from_secs),
+            drift_alpha: args
+                .drift_alpha
+                .or(file.drift_alpha)
+                .unwrap_or(defaults.drift_alpha),
+            outlier_cut: args
+                .outlier_cut
+                .or(file.outlier_cut)
+                .unwrap_or(defaults.outlier_cut),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -322,6 +386,18 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.default_threshold) {
             problems.push("default_threshold: must be between 0 and 1".into());
+        }
+        if self.drift_window < 2 {
+            problems.push("drift_window: must be at least 2".into());
+        }
+        if self.drift_interval.is_zero() {
+            problems.push("drift_interval_secs: must be at least 1".into());
+        }
+        if !(self.drift_alpha > 0.0 && self.drift_alpha < 1.0) {
+            problems.push("drift_alpha: must be between 0 and 1 (exclusive)".into());
+        }
+        if !(0.0..=1.0).contains(&self.outlier_cut) {
+            problems.push("outlier_cut: must be between 0 and 1".into());
         }
         problems
     }

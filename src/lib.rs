@@ -27,6 +27,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod monitor;
 pub mod repository;
 pub mod serving;
@@ -35,9 +36,11 @@ pub mod state;
 
 use crate::config::Config;
 use crate::engine::{EngineError, Engines};
+use crate::monitor::MonitorSettings;
 use crate::repository::RepositoryError;
 use crate::serving::{
-    DeploymentDefaults, MirrorSettings, Registry, RegistrySettings, ServingError, ServingOptions,
+    DeploymentDefaults, LoadContext, MirrorSettings, Registry, RegistrySettings, ServingError,
+    ServingOptions,
 };
 use crate::state::{StateError, StateStore};
 use std::future::Future;
@@ -106,7 +109,16 @@ pub async fn load(config: &Config, with_state: bool) -> Result<(Engines, Registr
         },
     };
     let models = config.models.clone();
-    let loader = engines.clone();
+    let loader = LoadContext {
+        engines: engines.clone(),
+        metrics: Arc::new(metrics::Metrics::new()),
+        monitor: MonitorSettings {
+            enabled: config.monitoring,
+            window_rows: config.drift_window,
+            alpha: config.drift_alpha,
+            outlier_cut: config.outlier_cut,
+        },
+    };
     let registry =
         tokio::task::spawn_blocking(move || Registry::load(&models, loader, settings, store))
             .await
@@ -133,11 +145,13 @@ pub async fn run(
             tracing::info!(model = %model.name, champion = %champion.version, threshold = model.deployment.threshold(), policy = %model.deployment.policy(), "deployment");
         }
     }
+    let registry = Arc::new(registry);
     let state = api::AppState::new(
-        Arc::new(registry),
+        Arc::clone(&registry),
         config.max_body_bytes,
         config.admin_token.clone(),
     );
+    let evaluator = tokio::spawn(evaluate_periodically(registry, config.drift_interval));
     let app = api::router(state.clone());
     let address = listener
         .local_addr()
@@ -166,6 +180,21 @@ pub async fn run(
         result = server => result.map_err(|e| StartupError::Io(e.to_string()))?,
         () = deadline => tracing::warn!(?grace, "grace period over; closing remaining connections"),
     }
+    evaluator.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The background drift evaluator: every `interval`, every served version's window against its
+/// reference. Runs until aborted at shutdown.
+async fn evaluate_periodically(registry: Arc<Registry>, interval: std::time::Duration) {
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        if let Err(error) = registry.evaluate_drift(None).await {
+            tracing::warn!(%error, "drift evaluation failed");
+        }
+    }
 }

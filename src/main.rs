@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Serve a model repository over HTTP (Open Inference Protocol v2 and simple JSON).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Load every version of a repository and print a table; exit 1 if any fails.
     Check {
         /// Model repository.
@@ -119,7 +119,7 @@ fn main() -> ExitCode {
     };
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Check { dir, ort_lib } => check(dir, ort_lib).await,
             Command::Admin(args) => admin(args).await,
             Command::Inspect {

@@ -4,7 +4,7 @@
 
 use super::v2_types::parse_json;
 use super::{ApiError, AppState, body};
-use crate::serving::{DeployPolicy, ModelReport, ScanOutcome, ServingError};
+use crate::serving::{DeployPolicy, ModelMonitoring, ModelReport, ScanOutcome, ServingError};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -32,6 +32,8 @@ pub fn routes() -> Router<AppState> {
             get(download),
         )
         .route("/admin/repository/rescan", post(rescan))
+        .route("/admin/models/{model}/monitoring", get(monitoring))
+        .route("/admin/models/{model}/monitoring/evaluate", post(evaluate))
         .route("/v2/repository/models/{model}/load", post(load))
         .route("/v2/repository/models/{model}/unload", post(unload))
 }
@@ -168,6 +170,22 @@ async fn rescan(State(app): State<AppState>) -> Result<Json<RescanResponse>, Api
     Ok(Json(RescanResponse {
         found: app.registry().rescan().await?,
     }))
+}
+
+async fn monitoring(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelMonitoring>, ApiError> {
+    Ok(Json(app.registry().monitoring(&model)?))
+}
+
+/// Runs the drift evaluation of the model's served versions now, then answers the monitoring view.
+async fn evaluate(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelMonitoring>, ApiError> {
+    app.registry().evaluate_drift(Some(&model)).await?;
+    Ok(Json(app.registry().monitoring(&model)?))
 }
 
 /// The repository extension's optional body: `{"parameters": {"version": "2"}}`.

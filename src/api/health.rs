@@ -51,11 +51,11 @@ pub async fn ready(State(app): State<AppState>) -> Response {
     (status, Json(Ready { ready })).into_response()
 }
 
-/// `GET /metrics`: Prometheus text exposition.
-pub async fn metrics() -> Response {
+/// `GET /metrics`: Prometheus text exposition of the gateway's metrics.
+pub async fn metrics(State(app): State<AppState>) -> Response {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        String::new(),
+        app.registry().metrics().render(),
     )
         .into_response()
 }

@@ -18,6 +18,8 @@
 //! | `POST /admin/models/{m}/rollback` | previous champion back (admin) |
 //! | `GET /admin/models/{m}/versions/{v}/download` | the version directory as `.tar.gz` (admin) |
 //! | `POST /admin/repository/rescan` | load new version directories (admin) |
+//! | `GET /admin/models/{m}/monitoring` | latency, errors, acceptance, predictions, drift, outliers, shadows (admin) |
+//! | `POST /admin/models/{m}/monitoring/evaluate` | run the drift evaluation now (admin) |
 //! | `POST /v2/repository/models/{m}/load`, `/unload` | OIP repository extension (admin) |
 //!
 //! Admin routes require `Authorization: Bearer <token>` (`auth.rs`); with no token configured
@@ -30,6 +32,7 @@ mod binary;
 mod body;
 mod error;
 mod health;
+mod observe;
 mod v1;
 mod v2;
 pub mod v2_types;

@@ -2,11 +2,13 @@
 //! `{"instances": [[...], ...]}` or `{"instances": [{"<feature>": value, ...}]}`, and
 //! `GET /v1/models/{m}[/versions/{v}]` for version status.
 
+use super::observe::{Served, observed};
 use super::{ApiError, AppState, body};
 use crate::engine::{DataType, Tensor, TensorData};
+use crate::monitor::Protocol;
 use crate::serving::{
-    ACCEPTED_OUTPUT, CONFIDENCE_OUTPUT, LoadedVersion, NamedInput, RowPrediction, VersionStatus,
-    row_predictions,
+    ACCEPTED_OUTPUT, CONFIDENCE_OUTPUT, LoadedVersion, NamedInput, PredictOptions, Route,
+    RowPrediction, VersionStatus, row_predictions,
 };
 use axum::Json;
 use axum::body::Body;
@@ -16,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
+use std::sync::Arc;
 
 /// A `/v1/models/...` path, split into its parts.
 #[derive(Debug, PartialEq, Eq)]
@@ -60,7 +63,13 @@ pub async fn dispatch(
     };
     let path = parse_path(&rest).ok_or_else(no_route)?;
     match (path.verb.as_deref(), &method) {
-        (Some("predict"), &Method::POST) => predict(&app, &path, &headers, body).await,
+        (Some("predict"), &Method::POST) => {
+            let route = app.registry().route(&path.model, path.version.as_deref());
+            Ok(observed(&app, Protocol::V1, &path.model, route, |route| {
+                predict(&app, route, &headers, body)
+            })
+            .await)
+        }
         (Some("predict"), _) => Err(ApiError::MethodNotAllowed(method.to_string())),
         (None, &Method::GET) => status(&app, &path),
         (None, _) => Err(ApiError::MethodNotAllowed(method.to_string())),
@@ -307,16 +316,18 @@ struct PredictResponse<'a> {
 
 async fn predict(
     app: &AppState,
-    path: &V1Path,
+    route: Route,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    let route = app.registry().route(&path.model, path.version.as_deref())?;
+) -> Result<Served, ApiError> {
     body::json_format(headers)?;
     let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
     let request: PredictRequest = super::v2_types::parse_json(&bytes)?;
     let input = instances_tensor(&route.version, &request.instances)?;
-    let prediction = app.registry().predict(route, vec![input]).await?;
+    let prediction = app
+        .registry()
+        .predict(route, vec![input], PredictOptions::default())
+        .await?;
     let version = &prediction.version;
     let rows = row_predictions(
         &prediction.outputs,
@@ -355,7 +366,12 @@ async fn predict(
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }
-    Ok(response)
+    Ok(Served {
+        response,
+        version: Arc::clone(&prediction.version),
+        role: prediction.role,
+        inference: prediction.inference,
+    })
 }
 
 #[cfg(test)]

@@ -2,12 +2,18 @@
 //! binary tensor extension), and the repository index.
 
 use super::body::{self, BodyFormat, INFERENCE_HEADER_CONTENT_LENGTH};
+use super::observe::{Served, observed};
 use super::v2_types::{
     InferResponse, JsonElements, OutputParameters, OutputTensor, RequestedOutput, parse_request,
 };
 use super::{ApiError, AppState, binary};
-use crate::engine::TensorSpec;
-use crate::serving::{Prediction, Route, VersionStatus};
+use crate::engine::{Tensor, TensorData, TensorSpec};
+use crate::monitor::Protocol;
+use crate::serving::{PredictOptions, Prediction, Route, VersionStatus};
+
+/// Name of the per-row outlier score output, returned when a request asks for it with
+/// `"parameters": {"outlier_score": true}` (or lists it in `outputs`).
+pub const OUTLIER_SCORE_OUTPUT: &str = "outlier_score";
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -122,15 +128,18 @@ pub async fn version_ready(
     .into_response())
 }
 
-/// `POST /v2/models/{model}/infer`: inference on the model's default version.
+/// `POST /v2/models/{model}/infer`: inference on the model's champion.
 pub async fn infer(
     State(app): State<AppState>,
     Path(model): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    let route = app.registry().route(&model, None)?;
-    run_infer(&app, route, &headers, body).await
+) -> Response {
+    let route = app.registry().route(&model, None);
+    observed(&app, Protocol::V2, &model, route, |route| {
+        run_infer(&app, route, &headers, body)
+    })
+    .await
 }
 
 /// `POST /v2/models/{model}/versions/{version}/infer`.
@@ -139,9 +148,12 @@ pub async fn infer_version(
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
-    let route = app.registry().route(&model, Some(&version))?;
-    run_infer(&app, route, &headers, body).await
+) -> Response {
+    let route = app.registry().route(&model, Some(&version));
+    observed(&app, Protocol::V2, &model, route, |route| {
+        run_infer(&app, route, &headers, body)
+    })
+    .await
 }
 
 /// Which outputs to return, in which order, and whether each goes out as binary.
@@ -187,7 +199,7 @@ async fn run_infer(
     route: Route,
     headers: &HeaderMap,
     body: Body,
-) -> Result<Response, ApiError> {
+) -> Result<Served, ApiError> {
     let format = body::inference_format(headers)?;
     let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
     let (json, binary) = match format {
@@ -207,20 +219,46 @@ async fn run_infer(
     };
     let mut request = parse_request(json)?;
     let id = request.client_id().unwrap_or_else(|| app.next_request_id());
+    let mut outputs = request.outputs.take();
+    let listed_score = outputs
+        .as_ref()
+        .is_some_and(|list| list.iter().any(|o| o.name == OUTLIER_SCORE_OUTPUT));
+    if let Some(list) = outputs.as_mut() {
+        list.retain(|o| o.name != OUTLIER_SCORE_OUTPUT);
+    }
+    let options = PredictOptions {
+        outlier_scores: listed_score || request.asks_outlier_scores()?,
+    };
     let selection = select_outputs(
         &route.version.served_outputs,
-        request.outputs.take(),
+        outputs.filter(|list| !list.is_empty() || !listed_score),
         request.binary_outputs_by_default(),
     )?;
+    let binary_scores = request.binary_outputs_by_default();
     let inputs = request.into_inputs(binary)?;
-    let prediction = app.registry().predict(route, inputs).await?;
-    Ok(encode_response(&prediction, &id, &selection))
+    let prediction = app.registry().predict(route, inputs, options).await?;
+    let response = encode_response(&prediction, &id, &selection, binary_scores);
+    Ok(Served {
+        response,
+        version: prediction.version,
+        role: prediction.role,
+        inference: prediction.inference,
+    })
 }
 
-fn encode_response(prediction: &Prediction, id: &str, selection: &[(usize, bool)]) -> Response {
+fn encode_response(
+    prediction: &Prediction,
+    id: &str,
+    selection: &[(usize, bool)],
+    binary_scores: bool,
+) -> Response {
     let served = &prediction.version.served_outputs;
     let mut binary_part = Vec::new();
-    let outputs = selection
+    let scores = prediction
+        .outlier_scores
+        .as_ref()
+        .map(|scores| Tensor::vector(TensorData::F32(scores.clone())));
+    let mut outputs: Vec<OutputTensor<'_>> = selection
         .iter()
         .map(|&(index, binary)| {
             let tensor = &prediction.outputs[index];
@@ -246,6 +284,28 @@ fn encode_response(prediction: &Prediction, id: &str, selection: &[(usize, bool)
             }
         })
         .collect();
+    if let Some(scores) = &scores {
+        let (parameters, data) = if binary_scores {
+            let before = binary_part.len();
+            binary::encode(scores.data(), &mut binary_part);
+            let size = binary_part.len() - before;
+            (
+                Some(OutputParameters {
+                    binary_data_size: size,
+                }),
+                None,
+            )
+        } else {
+            (None, Some(JsonElements(scores.data())))
+        };
+        outputs.push(OutputTensor {
+            name: OUTLIER_SCORE_OUTPUT,
+            datatype: scores.dtype().protocol_name(),
+            shape: scores.shape(),
+            parameters,
+            data,
+        });
+    }
     let response = InferResponse {
         model_name: &prediction.version.model,
         model_version: &prediction.version.version,
@@ -259,7 +319,7 @@ fn encode_response(prediction: &Prediction, id: &str, selection: &[(usize, bool)
         }
     };
     let json_len = json.len();
-    let binary = selection.iter().any(|&(_, binary)| binary);
+    let binary = selection.iter().any(|&(_, binary)| binary) || (scores.is_some() && binary_scores);
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(id) {
         headers.insert("x-request-id", value);

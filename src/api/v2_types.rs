@@ -216,6 +216,25 @@ impl InferRequest {
         parameter_bool(self.parameters.as_ref(), "binary_data_output").unwrap_or(false)
     }
 
+    /// True when the client asked for per-row outlier scores (`"outlier_score": true`).
+    ///
+    /// # Errors
+    /// [`ApiError::BadRequest`] when the parameter is not a boolean.
+    pub fn asks_outlier_scores(&self) -> Result<bool, ApiError> {
+        match self
+            .parameters
+            .as_ref()
+            .and_then(|p| p.get("outlier_score"))
+        {
+            None => Ok(false),
+            Some(Value::Bool(asked)) => Ok(*asked),
+            Some(_) => Err(ApiError::bad_request(
+                "parameters.outlier_score",
+                "expected true or false",
+            )),
+        }
+    }
+
     /// The id to echo: the client's (strings as they are, numbers as text).
     pub fn client_id(&self) -> Option<String> {
         match self.id.as_ref()? {

@@ -3,6 +3,8 @@
 //! latencies of both on the same requests.
 
 use super::LatencyWindow;
+use crate::metrics::{self, Metrics};
+use ::metrics::{Counter, Histogram};
 use serde::Serialize;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,9 +22,39 @@ struct Agreement {
     max_abs_difference: f64,
 }
 
-/// Counters and comparison figures of one shadow. Written by its workers, read by the admin API.
+/// Prometheus handles of one shadow.
+#[derive(Debug)]
+pub struct ShadowMetrics {
+    mirrored: Counter,
+    dropped: Counter,
+    failed: Counter,
+    timed_out: Counter,
+    compared: Counter,
+    agreeing: Counter,
+    difference: Histogram,
+}
+
+impl ShadowMetrics {
+    /// Handles for shadow `version` of `model`.
+    pub fn new(metrics: &Metrics, model: &str, version: &str) -> ShadowMetrics {
+        let labels = [("model", model), ("version", version)];
+        ShadowMetrics {
+            mirrored: metrics.counter(metrics::SHADOW_MIRRORED, &labels),
+            dropped: metrics.counter(metrics::SHADOW_DROPPED, &labels),
+            failed: metrics.counter(metrics::SHADOW_FAILED, &labels),
+            timed_out: metrics.counter(metrics::SHADOW_TIMED_OUT, &labels),
+            compared: metrics.counter(metrics::SHADOW_COMPARED_ROWS, &labels),
+            agreeing: metrics.counter(metrics::SHADOW_AGREEING_ROWS, &labels),
+            difference: metrics.histogram(metrics::SHADOW_ABS_DIFFERENCE, &labels),
+        }
+    }
+}
+
+/// Counters and comparison figures of one shadow. Written by its workers, read by the admin API
+/// and exported to Prometheus when built with [`ShadowStats::with_metrics`].
 #[derive(Debug)]
 pub struct ShadowStats {
+    metrics: Option<ShadowMetrics>,
     mirrored: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
@@ -35,6 +67,7 @@ pub struct ShadowStats {
 impl Default for ShadowStats {
     fn default() -> Self {
         ShadowStats {
+            metrics: None,
             mirrored: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -76,24 +109,44 @@ pub struct ShadowComparison {
 }
 
 impl ShadowStats {
+    /// Figures that are also exported through `metrics`.
+    pub fn with_metrics(metrics: ShadowMetrics) -> ShadowStats {
+        ShadowStats {
+            metrics: Some(metrics),
+            ..ShadowStats::default()
+        }
+    }
+
     /// A copy was queued.
     pub fn record_mirrored(&self) {
         self.mirrored.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.mirrored.increment(1);
+        }
     }
 
     /// A copy was dropped (queue full).
     pub fn record_dropped(&self) {
         self.dropped.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.dropped.increment(1);
+        }
     }
 
     /// The shadow failed on a copy.
     pub fn record_failed(&self) {
         self.failed.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.failed.increment(1);
+        }
     }
 
     /// The shadow did not answer within the timeout.
     pub fn record_timed_out(&self) {
         self.timed_out.fetch_add(1, Ordering::Relaxed);
+        if let Some(m) = &self.metrics {
+            m.timed_out.increment(1);
+        }
     }
 
     /// A completed comparison: per row, whether the labels agree (classification) and the
@@ -105,6 +158,15 @@ impl ShadowStats {
         shadow_latency: Duration,
         champion_latency: Duration,
     ) {
+        if let Some(m) = &self.metrics {
+            m.compared
+                .increment(labels_agree.len().max(abs_differences.len()) as u64);
+            m.agreeing
+                .increment(labels_agree.iter().filter(|&&same| same).count() as u64);
+            for &difference in abs_differences.iter().filter(|d| d.is_finite()) {
+                m.difference.record(difference);
+            }
+        }
         if let Ok(mut agreement) = self.agreement.lock() {
             agreement.compared_rows += labels_agree.len().max(abs_differences.len()) as u64;
             agreement.agreeing_rows += labels_agree.iter().filter(|&&same| same).count() as u64;

@@ -1,8 +1,23 @@
-//! Monitoring of served versions. For now: the shadow-versus-champion comparison, recorded by
-//! shadow workers off the request path and read by the admin API.
+//! Monitoring of served versions: request and latency figures, windows of recent inputs and
+//! predictions, KS drift against the reference sample, outlier scores, and the shadow-versus-
+//! champion comparison. The request path only records (O(features) per row, O(features²) for the
+//! outlier score); sorting and tests run in the background evaluator.
 
 mod compare;
+mod drift;
 mod latency;
+mod outlier;
+mod version;
+mod window;
 
-pub use self::compare::{ShadowComparison, ShadowStats};
+pub use self::compare::{ShadowComparison, ShadowMetrics, ShadowStats};
+pub use self::drift::{
+    DriftDecision, KsTest, bonferroni, kolmogorov_sf, ks_statistic, ks_two_sample,
+};
 pub use self::latency::LatencyWindow;
+pub use self::outlier::{OutlierError, OutlierModel};
+pub use self::version::{
+    ClassCounts, DriftReport, FeatureDrift, MonitorSettings, MonitorSummary, PredictionSummary,
+    Protocol, ReferenceProfile, TrafficRole, VersionMonitor,
+};
+pub use self::window::RowWindow;

@@ -8,6 +8,7 @@ use super::report::{ModelReport, beats, best_validation, deployment_value};
 use super::{
     DeployPolicy, ModelState, Registry, ServingError, VersionEntry, VersionStatus, new_model_state,
 };
+use crate::monitor::{ShadowMetrics, ShadowStats};
 use crate::repository::{self, compare_versions};
 use crate::state::{AuditEntry, FORMAT_VERSION, SavedDeployment, SavedState};
 use serde::Serialize;
@@ -112,9 +113,9 @@ impl Registry {
         if let Some(loaded) = entry.ready() {
             return Ok(Arc::clone(loaded));
         }
-        let engines = self.engines.clone();
+        let loader = self.loader.clone();
         let dir = entry.dir.clone();
-        let reloaded = tokio::task::spawn_blocking(move || VersionEntry::load(dir, &engines))
+        let reloaded = tokio::task::spawn_blocking(move || VersionEntry::load(dir, &loader))
             .await
             .map_err(|e| ServingError::Task(e.to_string()))?;
         let outcome = match &reloaded.status {
@@ -145,7 +146,16 @@ impl Registry {
             .shadows()
             .iter()
             .find(|s| s.version.version == version.version)
-            .map_or_else(Default::default, |s| Arc::clone(&s.stats));
+            .map_or_else(
+                || {
+                    Arc::new(ShadowStats::with_metrics(ShadowMetrics::new(
+                        &self.loader.metrics,
+                        &model.name,
+                        &version.version,
+                    )))
+                },
+                |s| Arc::clone(&s.stats),
+            );
         Arc::new(Shadow::start(version, fraction, stats, self.mirror))
     }
 
@@ -469,12 +479,12 @@ impl Registry {
         for model_dir in found {
             let known = self.models.load().get(&model_dir.name).cloned();
             let Some(model) = known else {
-                let engines = self.engines.clone();
+                let loader = self.loader.clone();
                 let defaults = self.defaults;
                 let name = model_dir.name.clone();
                 let versions = model_dir.versions.clone();
                 let state = tokio::task::spawn_blocking(move || {
-                    new_model_state(name, versions, &engines, defaults)
+                    new_model_state(name, versions, &loader, defaults)
                 })
                 .await
                 .map_err(|e| ServingError::Task(e.to_string()))?;
@@ -506,8 +516,8 @@ impl Registry {
                 .into_iter()
                 .filter(|d| !present.contains(&d.version))
             {
-                let engines = self.engines.clone();
-                let entry = tokio::task::spawn_blocking(move || VersionEntry::load(dir, &engines))
+                let loader = self.loader.clone();
+                let entry = tokio::task::spawn_blocking(move || VersionEntry::load(dir, &loader))
                     .await
                     .map_err(|e| ServingError::Task(e.to_string()))?;
                 model.with_versions(|versions| {

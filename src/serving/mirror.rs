@@ -4,7 +4,7 @@
 
 use super::{LoadedVersion, NamedInput, RowPrediction, fit_inputs, row_predictions};
 use crate::engine::Tensor;
-use crate::monitor::ShadowStats;
+use crate::monitor::{ShadowStats, TrafficRole};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, mpsc};
@@ -138,9 +138,33 @@ async fn work(
                 settings.max_batch_rows,
             )
             .ok()?;
+            let monitor = &version.monitor;
+            let watched = (monitor.is_enabled() && monitor.width() > 0)
+                .then(|| super::flat_values(&tensors[0]));
             let started = Instant::now();
             let outputs = version.run(tensors).ok()?;
-            Some((outputs, rows, started.elapsed()))
+            let latency = started.elapsed();
+            if monitor.is_enabled() {
+                let scores = watched.as_deref().and_then(|v| monitor.outlier_scores(v));
+                let predictions = super::version::prediction_values(&outputs, version.roles);
+                let classes = super::class_indices(
+                    &outputs,
+                    version.roles,
+                    version.monitor_classes().len(),
+                    rows,
+                );
+                monitor.observe(
+                    TrafficRole::Shadow,
+                    watched.as_deref(),
+                    scores.as_deref(),
+                    predictions.as_deref(),
+                    Some(&classes),
+                    None,
+                    rows,
+                    latency,
+                );
+            }
+            Some((outputs, rows, latency))
         });
         match tokio::time::timeout(settings.timeout, &mut task).await {
             Ok(Ok(Some((outputs, shadow_rows, latency)))) if shadow_rows == rows => {

@@ -9,6 +9,7 @@ mod changes;
 mod deployment;
 mod error;
 mod mirror;
+mod monitoring;
 mod outputs;
 mod predict;
 mod report;
@@ -20,12 +21,14 @@ pub use self::deployment::{DeployPolicy, Deployment};
 pub use self::error::ServingError;
 use self::mirror::MirrorJob;
 pub use self::mirror::{MirrorSettings, Shadow};
+pub use self::monitoring::{ModelMonitoring, VersionMonitoring};
 pub use self::outputs::{OutputRoles, RowPrediction, row_predictions};
 pub use self::predict::{NamedInput, fit_inputs};
 pub use self::report::{ModelReport, ShadowReport, VersionReport};
 pub use self::threshold::{ACCEPTED_OUTPUT, CONFIDENCE_OUTPUT};
-pub use self::version::{InferenceCost, LoadError, LoadedVersion};
-use crate::engine::{Engines, Tensor};
+pub use self::version::{InferenceCost, LoadContext, LoadError, LoadedVersion};
+use crate::engine::{Tensor, TensorData};
+use crate::monitor::TrafficRole;
 use crate::repository::{self, Metadata, RepositoryError, VersionDir};
 use crate::state::StateStore;
 use arc_swap::ArcSwap;
@@ -78,8 +81,8 @@ pub struct VersionEntry {
 }
 
 impl VersionEntry {
-    fn load(dir: VersionDir, engines: &Engines) -> VersionEntry {
-        let status = match LoadedVersion::load(&dir, engines) {
+    fn load(dir: VersionDir, context: &LoadContext) -> VersionEntry {
+        let status = match LoadedVersion::load(&dir, context) {
             Ok(loaded) => {
                 tracing::info!(
                     model = %dir.model,
@@ -196,12 +199,59 @@ pub struct Prediction {
     pub outputs: Arc<Vec<Tensor>>,
     /// Rows predicted.
     pub rows: usize,
+    /// How the request reached the version.
+    pub role: TrafficRole,
+    /// Time spent in the engine.
+    pub inference: Duration,
+    /// Outlier score per row, when asked for.
+    pub outlier_scores: Option<Vec<f32>>,
+}
+
+/// Per-request choices.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PredictOptions {
+    /// Return each row's outlier score.
+    pub outlier_scores: bool,
+}
+
+/// Class index per row: the integer label when it is a valid class index, else the most probable
+/// column.
+fn class_indices(
+    outputs: &[Tensor],
+    roles: OutputRoles,
+    classes: usize,
+    rows: usize,
+) -> Vec<usize> {
+    let label = roles.label.map(|index| outputs[index].data());
+    let probabilities = roles.probabilities.map(|index| &outputs[index]);
+    (0..rows)
+        .filter_map(|row| {
+            if let Some(class) = label
+                .filter(|data| !matches!(data, TensorData::String(_)))
+                .and_then(|data| data.get_f64(row))
+                .filter(|c| *c >= 0.0 && c.fract() == 0.0 && (*c as usize) < classes)
+            {
+                return Some(class as usize);
+            }
+            let tensor = probabilities?;
+            (0..classes)
+                .filter_map(|c| tensor.data().get_f64(row * classes + c).map(|p| (c, p)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(c, _)| c)
+        })
+        .collect()
+}
+
+/// Flat f64 copy of a `[rows, width]` input, for monitoring.
+fn flat_values(tensor: &Tensor) -> Vec<f64> {
+    let data = tensor.data();
+    (0..data.len()).filter_map(|i| data.get_f64(i)).collect()
 }
 
 /// Every model the gateway serves, and their deployments.
 pub struct Registry {
     root: PathBuf,
-    engines: Engines,
+    loader: LoadContext,
     options: ServingOptions,
     mirror: MirrorSettings,
     defaults: DeploymentDefaults,
@@ -239,7 +289,7 @@ impl Registry {
     /// [`RepositoryError`] when `root` itself cannot be read.
     pub fn load(
         root: &Path,
-        engines: Engines,
+        loader: LoadContext,
         settings: RegistrySettings,
         store: Option<StateStore>,
     ) -> Result<Registry, RepositoryError> {
@@ -248,14 +298,14 @@ impl Registry {
             let state = new_model_state(
                 model.name.clone(),
                 model.versions,
-                &engines,
+                &loader,
                 settings.defaults,
             );
             models.insert(model.name, Arc::new(state));
         }
         Ok(Registry {
             root: root.to_path_buf(),
-            engines,
+            loader,
             options: settings.options,
             mirror: settings.mirror,
             defaults: settings.defaults,
@@ -316,22 +366,38 @@ impl Registry {
     }
 
     /// Validates `inputs` against the routed version and runs it; for classifiers adds the
-    /// `confidence` and `accepted` outputs; for champion requests queues copies for the shadows
-    /// that take this request (never waiting on them).
+    /// `confidence` and `accepted` outputs; records the monitoring figures; for champion requests
+    /// queues copies for the shadows that take this request (never waiting on them).
     ///
     /// # Errors
-    /// [`ServingError::InvalidInput`] / [`ServingError::TooManyRows`] for inputs that do not fit,
-    /// [`ServingError::Engine`] when the runtime fails.
+    /// [`ServingError::InvalidInput`] / [`ServingError::TooManyRows`] for inputs that do not fit
+    /// (or outlier scores asked of a version without reference data), [`ServingError::Engine`]
+    /// when the runtime fails.
     pub async fn predict(
         &self,
         route: Route,
         inputs: Vec<NamedInput>,
+        options: PredictOptions,
     ) -> Result<Prediction, ServingError> {
         let Route {
             model,
             version,
             role,
         } = route;
+        let traffic = match role {
+            Role::Champion => TrafficRole::Champion,
+            Role::Direct => TrafficRole::Direct,
+        };
+        let monitor = &version.monitor;
+        if options.outlier_scores && !monitor.scores_outliers() {
+            return Err(ServingError::invalid(
+                "parameters.outlier_score",
+                format!(
+                    "version {} of {} has no usable reference.csv, so it has no outlier scores",
+                    version.version, version.model
+                ),
+            ));
+        }
         let takers: Vec<Arc<Shadow>> = if role == Role::Champion && model.deployment.has_shadows() {
             model
                 .deployment
@@ -345,6 +411,13 @@ impl Registry {
         };
         let copies = (!takers.is_empty()).then(|| Arc::new(inputs.clone()));
         let (tensors, rows) = fit_inputs(version.signature(), inputs, self.options.max_batch_rows)?;
+        let watched = (monitor.width() > 0 && (monitor.is_enabled() || options.outlier_scores))
+            .then(|| flat_values(&tensors[0]));
+        let scores = watched.as_deref().and_then(|values| {
+            (monitor.is_enabled() || options.outlier_scores)
+                .then(|| monitor.outlier_scores(values))
+                .flatten()
+        });
         let started = Instant::now();
         let mut outputs = if version.cost.estimate(rows) <= self.options.inline_budget {
             version.run(tensors)?
@@ -355,6 +428,19 @@ impl Registry {
                 .map_err(|e| ServingError::Task(e.to_string()))??
         };
         let latency = started.elapsed();
+        let predictions = monitor
+            .is_enabled()
+            .then(|| version::prediction_values(&outputs, version.roles))
+            .flatten();
+        let classes = (monitor.is_enabled() && !version.monitor_classes().is_empty()).then(|| {
+            class_indices(
+                &outputs,
+                version.roles,
+                version.monitor_classes().len(),
+                rows,
+            )
+        });
+        let mut threshold_counts = None;
         if version.served_outputs.len() > outputs.len()
             && let Some(index) = version.roles.probabilities
         {
@@ -364,9 +450,20 @@ impl Registry {
             version
                 .threshold_counts
                 .record(accepted_rows, rows - accepted_rows);
+            threshold_counts = Some((accepted_rows, rows - accepted_rows));
             outputs.push(confidence);
             outputs.push(accepted);
         }
+        monitor.observe(
+            traffic,
+            watched.as_deref(),
+            scores.as_deref(),
+            predictions.as_deref(),
+            classes.as_deref(),
+            threshold_counts,
+            rows,
+            latency,
+        );
         let outputs = Arc::new(outputs);
         if let Some(copies) = copies {
             for shadow in takers {
@@ -383,6 +480,9 @@ impl Registry {
             version,
             outputs,
             rows,
+            role: traffic,
+            inference: latency,
+            outlier_scores: scores.filter(|_| options.outlier_scores),
         })
     }
 }
@@ -391,12 +491,12 @@ impl Registry {
 fn new_model_state(
     name: String,
     dirs: Vec<VersionDir>,
-    engines: &Engines,
+    loader: &LoadContext,
     defaults: DeploymentDefaults,
 ) -> ModelState {
     let versions: Vec<VersionEntry> = dirs
         .into_iter()
-        .map(|dir| VersionEntry::load(dir, engines))
+        .map(|dir| VersionEntry::load(dir, loader))
         .collect();
     let champion = versions.iter().rev().find_map(|v| v.ready().cloned());
     let threshold = champion

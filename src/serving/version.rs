@@ -6,8 +6,12 @@ use super::threshold;
 use crate::engine::{
     DataType, EngineError, Engines, Model, Signature, Tensor, TensorData, TensorSpec,
 };
+use crate::metrics::Metrics;
+use crate::monitor::{MonitorSettings, OutlierModel, ReferenceProfile, VersionMonitor};
+use crate::repository::Task;
 use crate::repository::{Metadata, Reference, RepositoryError, VersionDir};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -46,6 +50,18 @@ impl InferenceCost {
         self.fixed
             .saturating_add(self.per_row.saturating_mul(extra))
     }
+}
+
+/// Everything loading a version needs: the engines, the gateway's metrics and the monitoring
+/// settings.
+#[derive(Clone)]
+pub struct LoadContext {
+    /// The engines.
+    pub engines: Engines,
+    /// The gateway's metrics.
+    pub metrics: Arc<Metrics>,
+    /// Monitoring settings.
+    pub monitor: MonitorSettings,
 }
 
 /// Rows accepted and rejected by the confidence threshold on this version.
@@ -96,6 +112,9 @@ pub struct LoadedVersion {
     pub served_outputs: Vec<TensorSpec>,
     /// Threshold outcomes on this version.
     pub threshold_counts: ThresholdCounters,
+    /// Monitoring: windows, drift, outliers, request figures.
+    pub monitor: VersionMonitor,
+    class_names: Vec<String>,
     engine: Box<dyn Model>,
 }
 
@@ -114,7 +133,7 @@ impl LoadedVersion {
     ///
     /// # Errors
     /// [`LoadError`] naming the file, the engine's complaint or the failed warm-up.
-    pub fn load(dir: &VersionDir, engines: &Engines) -> Result<LoadedVersion, LoadError> {
+    pub fn load(dir: &VersionDir, context: &LoadContext) -> Result<LoadedVersion, LoadError> {
         let started = Instant::now();
         let metadata = dir.read_metadata()?;
         let onnx = dir.onnx_path();
@@ -122,11 +141,26 @@ impl LoadedVersion {
             .map_err(|_| RepositoryError::MissingModel(dir.path.clone()))?
             .len();
         let reference = dir.read_reference()?;
-        let engine = engines.load(metadata.engine, &onnx)?;
+        let engine = context.engines.load(metadata.engine, &onnx)?;
         let roles = OutputRoles::find(engine.signature(), metadata.task);
         let cost = warm_up(engine.as_ref(), reference.as_ref())?;
         let mut served_outputs = engine.signature().outputs.clone();
         served_outputs.extend(threshold::added_outputs(&served_outputs, roles));
+        let profile = reference
+            .as_ref()
+            .map(|reference| reference_profile(engine.as_ref(), roles, reference))
+            .unwrap_or_default();
+        let class_names = class_names(engine.signature(), roles, &metadata);
+        let load_time = started.elapsed();
+        let monitor = VersionMonitor::new(
+            &dir.model,
+            &dir.version,
+            profile,
+            class_names.clone(),
+            load_time,
+            &context.metrics,
+            context.monitor,
+        );
         Ok(LoadedVersion {
             model: dir.model.clone(),
             version: dir.version.clone(),
@@ -135,12 +169,19 @@ impl LoadedVersion {
             file_size,
             roles,
             cost,
-            load_time: started.elapsed(),
+            load_time,
             reference,
             served_outputs,
             threshold_counts: ThresholdCounters::default(),
+            monitor,
+            class_names,
             engine,
         })
+    }
+
+    /// Class names watched by monitoring (empty for regressors).
+    pub fn monitor_classes(&self) -> &[String] {
+        &self.class_names
     }
 
     /// The model's inputs and outputs.
@@ -154,6 +195,105 @@ impl LoadedVersion {
     /// [`EngineError::Run`] from the runtime.
     pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
         self.engine.run(inputs)
+    }
+}
+
+/// Reference rows are run through the model in batches of this many rows at load.
+const PROFILE_BATCH: usize = 512;
+
+/// Class names of a classifier, in probability-column order: its labels, else the column
+/// indices. Empty for regressors.
+fn class_names(signature: &Signature, roles: OutputRoles, metadata: &Metadata) -> Vec<String> {
+    if metadata.task != Task::Classification {
+        return Vec::new();
+    }
+    let columns = roles
+        .probabilities
+        .and_then(|index| signature.outputs[index].shape.get(1).copied().flatten())
+        .unwrap_or(metadata.labels.len());
+    (0..columns.max(metadata.labels.len()))
+        .map(|class| metadata.class_name(class))
+        .collect()
+}
+
+/// The single 2-D numeric input's width, when the model has exactly one such input.
+pub(super) fn monitored_width(signature: &Signature) -> Option<usize> {
+    match signature.inputs.as_slice() {
+        [input] if input.shape.len() == 2 && input.dtype != DataType::String => input.shape[1],
+        _ => None,
+    }
+}
+
+/// Per-row prediction values for drift: the top class probability (classifiers) or the
+/// regression value.
+pub(super) fn prediction_values(outputs: &[Tensor], roles: OutputRoles) -> Option<Vec<f64>> {
+    if let Some(index) = roles.probabilities {
+        return Some(
+            threshold::confidences(&outputs[index])
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+        );
+    }
+    let tensor = &outputs[roles.value?];
+    Some(
+        (0..tensor.data().len())
+            .filter_map(|i| tensor.data().get_f64(i))
+            .collect(),
+    )
+}
+
+/// Sorted reference columns, the model's own predictions on the reference rows, and the
+/// outlier model: computed once at load, off the request path.
+fn reference_profile(
+    engine: &dyn Model,
+    roles: OutputRoles,
+    reference: &Reference,
+) -> ReferenceProfile {
+    let width = reference.features.len();
+    let input = match engine.signature().inputs.as_slice() {
+        [input] => input,
+        _ => return ReferenceProfile::default(),
+    };
+    if monitored_width(engine.signature()).is_some_and(|w| w != width)
+        || input.shape.len() != 2
+        || input.dtype == DataType::String
+        || reference.rows.is_empty()
+    {
+        return ReferenceProfile::default();
+    }
+    let mut columns = vec![Vec::with_capacity(reference.rows.len()); width];
+    for row in &reference.rows {
+        for (column, value) in columns.iter_mut().zip(row) {
+            column.push(*value);
+        }
+    }
+    for column in &mut columns {
+        column.sort_by(f64::total_cmp);
+    }
+    let mut predictions = Vec::with_capacity(reference.rows.len());
+    for chunk in reference.rows.chunks(PROFILE_BATCH) {
+        let values: Vec<f64> = chunk.iter().flatten().copied().collect();
+        let Ok(data) = crate::engine::cast(TensorData::F64(values), input.dtype) else {
+            break;
+        };
+        let Ok(tensor) = Tensor::new(vec![chunk.len(), width], data) else {
+            break;
+        };
+        match engine.run(vec![tensor]) {
+            Ok(outputs) => {
+                predictions.extend(prediction_values(&outputs, roles).unwrap_or_default())
+            }
+            Err(_) => break,
+        }
+    }
+    predictions.retain(|v| v.is_finite());
+    predictions.sort_by(f64::total_cmp);
+    ReferenceProfile {
+        features: reference.features.clone(),
+        columns,
+        predictions,
+        outliers: OutlierModel::fit(&reference.rows).ok(),
     }
 }
 

@@ -1,0 +1,106 @@
+//! Request accounting for inference routes: the in-flight gauge, and one outcome recorded per
+//! request (status class, whole time, inference time, gateway overhead) in one place.
+
+use super::{ApiError, AppState};
+use crate::metrics;
+use crate::monitor::{Protocol, TrafficRole};
+use crate::serving::{LoadedVersion, Route, ServingError};
+use axum::response::{IntoResponse, Response};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// What a successful inference handler reports back for accounting.
+pub struct Served {
+    /// The response to send.
+    pub response: Response,
+    /// The version that answered.
+    pub version: Arc<LoadedVersion>,
+    /// How the request reached it.
+    pub role: TrafficRole,
+    /// Time spent in the engine.
+    pub inference: Duration,
+}
+
+struct InFlight(::metrics::Gauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+fn status_class(status: axum::http::StatusCode) -> &'static str {
+    match status.as_u16() {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}
+
+/// Runs an inference handler on `route` and records its outcome: success on the version's
+/// handles, errors with the model and version when known (empty labels otherwise, so unknown
+/// names never grow the label set).
+pub async fn observed<F, Fut>(
+    app: &AppState,
+    protocol: Protocol,
+    model: &str,
+    route: Result<Route, ServingError>,
+    handler: F,
+) -> Response
+where
+    F: FnOnce(Route) -> Fut,
+    Fut: Future<Output = Result<Served, ApiError>>,
+{
+    let started = Instant::now();
+    let gauge = app
+        .registry()
+        .metrics()
+        .gauge(metrics::IN_FLIGHT, &[("protocol", protocol.label())]);
+    gauge.increment(1.0);
+    let _in_flight = InFlight(gauge);
+    let (version, role, outcome) = match route {
+        Ok(route) => {
+            let version = Arc::clone(&route.version);
+            let role = match route.role {
+                crate::serving::Role::Champion => TrafficRole::Champion,
+                crate::serving::Role::Direct => TrafficRole::Direct,
+            };
+            (Some(version), role, handler(route).await)
+        }
+        Err(error) => (None, TrafficRole::Champion, Err(ApiError::from(error))),
+    };
+    match outcome {
+        Ok(served) => {
+            served.version.monitor.record_request(
+                served.role,
+                protocol,
+                started.elapsed(),
+                served.inference,
+            );
+            served.response
+        }
+        Err(error) => {
+            let status = error.status();
+            let known_model = app.registry().model(model).is_ok();
+            let version_label = version.as_ref().map_or("", |v| v.version.as_str());
+            if let Some(version) = &version {
+                version.monitor.record_error();
+            }
+            app.registry()
+                .metrics()
+                .counter(
+                    metrics::REQUESTS_TOTAL,
+                    &[
+                        ("model", if known_model { model } else { "" }),
+                        ("version", version_label),
+                        ("role", role.label()),
+                        ("protocol", protocol.label()),
+                        ("status", status_class(status)),
+                    ],
+                )
+                .increment(1);
+            error.into_response()
+        }
+    }
+}
