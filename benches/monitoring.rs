@@ -30,7 +30,9 @@ fn rows(rng: &mut fastrand::Rng, n: usize, shift: f64) -> Vec<Vec<f64>> {
 }
 
 fn monitor(reference: &[Vec<f64>]) -> VersionMonitor {
-    let mut columns = vec![Vec::with_capacity(reference.len()); FEATURES];
+    let mut columns = (0..FEATURES)
+        .map(|_| Vec::with_capacity(reference.len()))
+        .collect::<Vec<_>>();
     for row in reference {
         for (column, value) in columns.iter_mut().zip(row) {
             column.push(*value);

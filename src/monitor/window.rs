@@ -72,7 +72,9 @@ impl RowWindow {
         let Ok(ring) = self.inner.lock() else {
             return Vec::new();
         };
-        let mut columns = vec![Vec::with_capacity(ring.len); ring.width];
+        let mut columns = (0..ring.width)
+            .map(|_| Vec::with_capacity(ring.len))
+            .collect::<Vec<_>>();
         let oldest = (ring.next + ring.capacity - ring.len) % ring.capacity;
         for i in 0..ring.len {
             let row = (oldest + i) % ring.capacity;

@@ -262,7 +262,9 @@ fn reference_profile(
     {
         return ReferenceProfile::default();
     }
-    let mut columns = vec![Vec::with_capacity(reference.rows.len()); width];
+    let mut columns = (0..width)
+        .map(|_| Vec::with_capacity(reference.rows.len()))
+        .collect::<Vec<_>>();
     for row in &reference.rows {
         for (column, value) in columns.iter_mut().zip(row) {
             column.push(*value);
