@@ -222,11 +222,8 @@ async fn load(
     body: Body,
 ) -> Result<Json<ModelReport>, ApiError> {
     let version = repository_request(&app, &headers, body).await?;
-    Ok(Json(
-        app.registry()
-            .load_model(&model, version.as_deref())
-            .await?,
-    ))
+    let registry = app.registry();
+    Ok(Json(registry.load_model(&model, version.as_deref()).await?))
 }
 
 async fn unload(
@@ -236,10 +233,9 @@ async fn unload(
     body: Body,
 ) -> Result<Json<ModelReport>, ApiError> {
     let version = repository_request(&app, &headers, body).await?;
+    let registry = app.registry();
     Ok(Json(
-        app.registry()
-            .unload_version(&model, version.as_deref())
-            .await?,
+        registry.unload_version(&model, version.as_deref()).await?,
     ))
 }
 

@@ -363,19 +363,18 @@ impl Registry {
         model: &str,
         version: &str,
     ) -> Result<ModelReport, ServingError> {
-        let _change = self.changes.lock().await;
-        let model = self.model(model)?;
-        let before = deployment_value(&model);
-        let shadows = Self::without_shadow(&model, version);
-        if shadows.len() == model.deployment.shadows().len() {
-            return Err(ServingError::Conflict(format!(
-                "version {version} is not a shadow of {}",
-                model.name
-            )));
-        }
-        model.deployment.set_shadows(shadows);
-        self.record("admin", "unshadow", &model, before)?;
-        Ok(ModelReport::of(&model))
+        self.change(model, "unshadow", |model| {
+            let shadows = Self::without_shadow(model, version);
+            if shadows.len() == model.deployment.shadows().len() {
+                return Err(ServingError::Conflict(format!(
+                    "version {version} is not a shadow of {}",
+                    model.name
+                )));
+            }
+            model.deployment.set_shadows(shadows);
+            Ok(())
+        })
+        .await
     }
 
     /// Sets the confidence threshold (0–1).
@@ -388,12 +387,11 @@ impl Registry {
         threshold: f64,
     ) -> Result<ModelReport, ServingError> {
         check_unit_interval("threshold", threshold)?;
-        let _change = self.changes.lock().await;
-        let model = self.model(model)?;
-        let before = deployment_value(&model);
-        model.deployment.set_threshold(threshold);
-        self.record("admin", "threshold", &model, before)?;
-        Ok(ModelReport::of(&model))
+        self.change(model, "threshold", |model| {
+            model.deployment.set_threshold(threshold);
+            Ok(())
+        })
+        .await
     }
 
     /// Sets the deploy policy for new versions.
@@ -405,11 +403,25 @@ impl Registry {
         model: &str,
         policy: DeployPolicy,
     ) -> Result<ModelReport, ServingError> {
+        self.change(model, "policy", |model| {
+            model.deployment.set_policy(policy);
+            Ok(())
+        })
+        .await
+    }
+
+    /// Applies a change that needs no loading to `model` under the change lock, then records it.
+    async fn change(
+        &self,
+        model: &str,
+        action: &str,
+        apply: impl FnOnce(&ModelState) -> Result<(), ServingError>,
+    ) -> Result<ModelReport, ServingError> {
         let _change = self.changes.lock().await;
         let model = self.model(model)?;
         let before = deployment_value(&model);
-        model.deployment.set_policy(policy);
-        self.record("admin", "policy", &model, before)?;
+        apply(&model)?;
+        self.record("admin", action, &model, before)?;
         Ok(ModelReport::of(&model))
     }
 
