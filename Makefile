@@ -6,14 +6,14 @@ ORT_STAMP := $(VENV)/.onnxruntime-1.32.0
 DEV_STAMP := $(VENV)/.dev-requirements
 ADDR ?= 127.0.0.1:8080
 
-.PHONY: run test setup setup-dev models lint bench load
+.PHONY: run test setup setup-dev prometheus models lint bench load
 
 ## Install the pinned ONNX Runtime (once) and serve ./models on $(ADDR).
 run: setup
 	cargo run --release --bin vigil -- serve --models models --addr $(ADDR)
 
-## Run the whole test suite (unit, integration, tract engine, tritonclient).
-test: setup-dev
+## Run the whole test suite (unit, integration, tract engine, tritonclient, real Prometheus).
+test: setup-dev prometheus
 	cargo test --all-features
 
 ## ONNX Runtime 1.32.0 from PyPI into the project-local .venv.
@@ -28,6 +28,14 @@ setup-dev: $(DEV_STAMP)
 $(DEV_STAMP): scripts/requirements.txt $(ORT_STAMP)
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r scripts/requirements.txt
 	touch $@
+
+## Debian's prometheus binary, which tests/prometheus.rs runs against a gateway (its service is
+## not used). Installed once, with sudo when not root.
+prometheus:
+	@command -v prometheus >/dev/null || { \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
 
 ## Regenerate models/ and tests/fixtures/expected/.
 models: setup-dev

@@ -358,6 +358,7 @@ async fn the_monitoring_view_and_metrics_follow_the_traffic() {
         "vigil_predictions_total{model=\"iris\",version=\"3\",class=\"setosa\"}",
         "vigil_model_load_seconds{model=\"iris\",version=\"3\"}",
         "vigil_build_info{version=",
+        "vigil_versions_loaded{model=\"iris\"} 3",
     ] {
         assert!(
             metrics.contains(expected),

@@ -225,11 +225,16 @@ impl VersionMonitor {
                 )
             })
             .collect();
+        // Drift gauges read NaN until the first evaluation: 0 would look like a p-value of drift.
         let feature = |name: &'static str| -> Vec<Gauge> {
             reference
                 .features
                 .iter()
-                .map(|f| metrics.gauge(name, &[base[0], base[1], ("feature", f.as_str())]))
+                .map(|f| {
+                    let gauge = metrics.gauge(name, &[base[0], base[1], ("feature", f.as_str())]);
+                    gauge.set(f64::NAN);
+                    gauge
+                })
                 .collect()
         };
         let handles = Handles {
@@ -263,6 +268,8 @@ impl VersionMonitor {
             prediction_statistic: metrics.gauge(metrics::PREDICTION_DRIFT_KS_STATISTIC, &base),
             prediction_p_value: metrics.gauge(metrics::PREDICTION_DRIFT_P_VALUE, &base),
         };
+        handles.prediction_statistic.set(f64::NAN);
+        handles.prediction_p_value.set(f64::NAN);
         metrics
             .gauge(metrics::MODEL_LOAD_DURATION, &base)
             .set(load_time.as_secs_f64());

@@ -81,6 +81,7 @@ impl Registry {
         model: &ModelState,
         before: Value,
     ) -> Result<(), ServingError> {
+        self.publish_version_count(model);
         let after = deployment_value(model);
         tracing::info!(model = %model.name, %action, %actor, %after, "deployment changed");
         if let Some(store) = &self.store {
@@ -132,6 +133,7 @@ impl Registry {
                 *slot = reloaded;
             }
         });
+        self.publish_version_count(model);
         outcome
     }
 

@@ -303,7 +303,7 @@ impl Registry {
             );
             models.insert(model.name, Arc::new(state));
         }
-        Ok(Registry {
+        let registry = Registry {
             root: root.to_path_buf(),
             loader,
             options: settings.options,
@@ -312,7 +312,11 @@ impl Registry {
             models: ArcSwap::from_pointee(models),
             changes: tokio::sync::Mutex::new(()),
             store,
-        })
+        };
+        for model in registry.models() {
+            registry.publish_version_count(&model);
+        }
+        Ok(registry)
     }
 
     /// Every model, by name.

@@ -117,6 +117,19 @@ impl Registry {
         })
     }
 
+    /// Sets `vigil_versions_loaded` for `model` to its number of ready versions.
+    pub(super) fn publish_version_count(&self, model: &ModelState) {
+        let ready = model
+            .versions()
+            .iter()
+            .filter(|v| v.ready().is_some())
+            .count();
+        self.loader
+            .metrics
+            .gauge(metrics::VERSIONS_LOADED, &[("model", model.name.as_str())])
+            .set(ready as f64);
+    }
+
     /// The gateway's metrics (for rendering `/metrics`).
     pub fn metrics(&self) -> &crate::metrics::Metrics {
         &self.loader.metrics
