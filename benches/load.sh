@@ -1,28 +1,59 @@
 #!/usr/bin/env bash
-# Load harness: vigil against a bare hyper server (benches/bare_hyper.rs) with wrk, over loopback.
+# Load harness for vigil with wrk, over loopback. Three sections, run in this order:
 #
-# For each concurrency (1, 8, 64) it warms up, then runs wrk for $DURATION against
-#   - the gateway: POST /v2/models/iris/versions/1/infer with a single-row v2 JSON body, and
-#   - the bare hyper server: the same request, answered with a fixed body of the same size,
-# and prints requests/s and p50/p99 latency of both, their ratio and the p50 difference.
+# baseline  vigil against a bare hyper server (benches/bare_hyper.rs). For each concurrency
+#           (1, 8, 64) it warms up, then runs wrk for $DURATION against
+#             - the gateway: POST /v2/models/iris/versions/1/infer with a single-row v2 JSON body,
+#             - the bare hyper server: the same request, answered with a fixed body of the same
+#               size,
+#           and prints requests/s and p50/p99 latency of both, their ratio and the p50 difference.
+# shadow    the champion with one shadow at fraction 1.0 against the champion alone, in the same
+#           run: a gateway with an admin token and a temporary state directory; for each
+#           concurrency (64, 8) wrk runs on the unversioned route POST /v2/models/iris/infer
+#           (served by the champion, iris v3 by default) first with no shadow, then after
+#           PUT /admin/models/iris/shadows/$SHADOW_VERSION {"fraction": 1.0}; after the measured
+#           run it reads GET /admin/models/iris and prints the shadow's comparison figures, then
+#           DELETEs the shadow. Prints requests/s and p50/p99 of both and the ratios with/without.
+# swap      time from PUT /admin/models/iris/champion to the first response from the new version:
+#           benches/swap_latency.py (Python standard library) on a fresh gateway, swapping the
+#           champion between two versions $SWAPS times while one keep-alive client sends
+#           unversioned single-row requests in a tight loop.
 #
 # Environment:
-#   DURATION       measured run per server and concurrency (wrk syntax)   [default: 10s]
-#   WARMUP         warm-up run before each measured run                   [default: 2s]
-#   CONCURRENCY    space-separated connection counts                      [default: "1 8 64"]
-#   READY_TIMEOUT  seconds to wait for each server to answer              [default: 60]
+#   SECTIONS            sections to run                                  [default: "baseline shadow swap"]
+#   DURATION            measured run per server/case and concurrency     [default: 10s]
+#   WARMUP              warm-up run before each measured run             [default: 2s]
+#   CONCURRENCY         baseline: space-separated connection counts      [default: "1 8 64"]
+#   SHADOW_CONCURRENCY  shadow: space-separated connection counts        [default: "64 8"]
+#   SHADOW_VERSION      shadow: the version mirrored to                  [default: 2]
+#   SHADOW_FLAGS        shadow: extra `vigil serve` flags, e.g. "--shadow-workers 2" [default: none]
+#   SHADOW_ROUNDS       shadow: without/with pairs per concurrency       [default: 1]
+#   SWAPS               swap: number of champion swaps                   [default: 50]
+#   SWAP_VERSIONS       swap: the two versions alternated                [default: 1,2]
+#   SWAP_GAP_MS         swap: pause before each swap, milliseconds       [default: 20]
+#   READY_TIMEOUT       seconds to wait for each server to answer        [default: 60]
 #
 # Exit status: 0 when every run completed, whether or not the targets are met (they are
-# informational); non-zero when a server does not start, wrk fails, or wrk reports non-2xx
-# responses.
+# informational); non-zero when a server does not start, wrk fails, wrk reports non-2xx
+# responses, an admin call does not answer 200, or the swap client sees an error or a stale
+# version.
 #
 # Usage: bash benches/load.sh        (from anywhere; it works in the repository root)
+#        SECTIONS=swap SWAPS=200 bash benches/load.sh
 
 set -euo pipefail
 
+SECTIONS="${SECTIONS:-baseline shadow swap}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 CONCURRENCY="${CONCURRENCY:-1 8 64}"
+SHADOW_CONCURRENCY="${SHADOW_CONCURRENCY:-64 8}"
+SHADOW_VERSION="${SHADOW_VERSION:-2}"
+SHADOW_FLAGS="${SHADOW_FLAGS:-}"
+SHADOW_ROUNDS="${SHADOW_ROUNDS:-1}"
+SWAPS="${SWAPS:-50}"
+SWAP_VERSIONS="${SWAP_VERSIONS:-1,2}"
+SWAP_GAP_MS="${SWAP_GAP_MS:-20}"
 READY_TIMEOUT="${READY_TIMEOUT:-60}"
 MAX_THREADS=2 # the reference machine has 2 cores, shared by wrk and the server under test
 
@@ -38,22 +69,45 @@ die() {
     exit 1
 }
 
+for section in $SECTIONS; do
+    case "$section" in
+    baseline | shadow | swap) ;;
+    *) die "unknown section '$section' in SECTIONS (expected baseline, shadow and/or swap)" ;;
+    esac
+done
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
+[[ "$SHADOW_ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "SHADOW_ROUNDS must be a positive integer"
+[[ "$SWAPS" =~ ^[1-9][0-9]*$ ]] || die "SWAPS must be a positive integer"
+
 if ! command -v wrk >/dev/null 2>&1; then
     echo "load.sh: wrk is not installed. On Debian/Ubuntu: apt-get install -y wrk" >&2
     exit 1
 fi
 command -v curl >/dev/null 2>&1 || die "curl is not installed (apt-get install -y curl)"
 
+# Python (standard library only) reads the admin API's JSON and runs the swap client.
+PYTHON=""
+if [[ -x "$ROOT/.venv/bin/python" ]]; then
+    PYTHON="$ROOT/.venv/bin/python"
+elif command -v python3 >/dev/null 2>&1; then
+    PYTHON="$(command -v python3)"
+fi
+if want shadow || want swap; then
+    [[ -n "$PYTHON" ]] || die "the shadow and swap sections need python3 (or ./.venv/bin/python)"
+fi
+
 BODY='{"inputs":[{"name":"float_input","shape":[1,4],"datatype":"FP32","data":[[5.1,3.5,1.4,0.2]]}]}'
 INFER_PATH='/v2/models/iris/versions/1/infer'
+CHAMPION_PATH='/v2/models/iris/infer' # unversioned: served by the champion, mirrored to shadows
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/vigil-load.XXXXXX")"
 GATEWAY_PID=""
 BARE_PID=""
+ADMIN_PID=""
 
 cleanup() {
     local status=$?
-    for pid in "$GATEWAY_PID" "$BARE_PID"; do
+    for pid in "$GATEWAY_PID" "$BARE_PID" "$ADMIN_PID"; do
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
             kill "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -65,6 +119,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+
+# stop_server PID: stops a server this script started (between sections).
+stop_server() {
+    local pid=$1
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    fi
+}
 
 # A free TCP port on 127.0.0.1 (the kernel picks it; a small race before the server binds it).
 free_port() {
@@ -107,35 +170,6 @@ wait_for() {
 
 echo "== building (release)"
 cargo build --release --bin vigil --example bare_hyper
-
-GATEWAY_PORT="$(free_port)"
-echo "== starting vigil on 127.0.0.1:$GATEWAY_PORT"
-target/release/vigil serve --models models --addr "127.0.0.1:$GATEWAY_PORT" \
-    --state "$WORK/state" >"$WORK/gateway.log" 2>&1 &
-GATEWAY_PID=$!
-wait_for gateway "$GATEWAY_PID" "http://127.0.0.1:$GATEWAY_PORT/v2/health/ready"
-
-BARE_PORT="$(free_port)"
-while [[ "$BARE_PORT" == "$GATEWAY_PORT" ]]; do BARE_PORT="$(free_port)"; done
-echo "== starting bare hyper on 127.0.0.1:$BARE_PORT"
-target/release/examples/bare_hyper "127.0.0.1:$BARE_PORT" >"$WORK/bare.log" 2>&1 &
-BARE_PID=$!
-wait_for bare "$BARE_PID" "http://127.0.0.1:$BARE_PORT/"
-
-GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT$INFER_PATH"
-BARE_URL="http://127.0.0.1:$BARE_PORT$INFER_PATH"
-
-# The exact request wrk sends must succeed on both servers before anything is measured.
-for url in "$GATEWAY_URL" "$BARE_URL"; do
-    code="$(curl -s -o "$WORK/check.json" -w '%{http_code}' --max-time 5 \
-        -H 'Content-Type: application/json' --data-binary "$BODY" "$url" || true)"
-    if [[ "$code" != "200" ]]; then
-        echo "load.sh: POST $url answered $code:" >&2
-        cat "$WORK/check.json" >&2 || true
-        exit 1
-    fi
-done
-echo "   gateway answer: $(curl -s -H 'Content-Type: application/json' --data-binary "$BODY" "$GATEWAY_URL")"
 
 cat >"$WORK/post.lua" <<EOF
 wrk.method = "POST"
@@ -186,51 +220,340 @@ run_wrk() {
     fi
 }
 
-declare -A G_RPS G_P50 G_P99 B_RPS B_P50 B_P99
-for c in $CONCURRENCY; do
-    echo "== c=$c: warm-up $WARMUP, then $DURATION per server"
-    run_wrk gateway-warmup "$GATEWAY_URL" "$c" "$WARMUP"
-    run_wrk gateway "$GATEWAY_URL" "$c" "$DURATION"
-    G_RPS[$c]=$RPS G_P50[$c]=$P50_US G_P99[$c]=$P99_US
-    run_wrk bare-warmup "$BARE_URL" "$c" "$WARMUP"
-    run_wrk bare "$BARE_URL" "$c" "$DURATION"
-    B_RPS[$c]=$RPS B_P50[$c]=$P50_US B_P99[$c]=$P99_US
-done
+# busy_note: how busy the machine was over one second before a section, from /proc/stat (other
+# processes on the same cores skew every figure; informational).
+busy_note() {
+    [[ -r /proc/stat ]] || return 0
+    local -a a b
+    read -r -a a </proc/stat
+    sleep 1
+    read -r -a b </proc/stat
+    local busy=$(((b[1] + b[2] + b[3] + b[6] + b[7]) - (a[1] + a[2] + a[3] + a[6] + a[7])))
+    local idle=$(((b[4] + b[5]) - (a[4] + a[5])))
+    if ((busy + idle > 0)); then
+        echo "   machine busy before the section: $((100 * busy / (busy + idle)))% of $(nproc) CPUs over 1 s"
+    fi
+}
 
-echo
-echo "wrk $(wrk -v 2>&1 | head -n1 | awk '{ print $2 }'), $(nproc) CPUs, duration $DURATION per run, threads min(c, $MAX_THREADS)"
-echo "body: single-row iris v2 JSON, POST $INFER_PATH"
-echo
-echo "latencies in µs; p50 diff = gateway p50 - bare p50"
-printf '%5s | %12s | %12s | %6s | %9s | %9s | %9s | %9s | %9s\n' \
-    conc 'gateway r/s' 'bare r/s' ratio 'gw p50' 'bare p50' 'p50 diff' 'gw p99' 'bare p99'
-printf '%s\n' '------+--------------+--------------+--------+-----------+-----------+-----------+-----------+----------'
-for c in $CONCURRENCY; do
-    awk -v c="$c" -v gr="${G_RPS[$c]}" -v br="${B_RPS[$c]}" \
-        -v g50="${G_P50[$c]}" -v b50="${B_P50[$c]}" -v g99="${G_P99[$c]}" -v b99="${B_P99[$c]}" 'BEGIN {
-        printf "%5d | %12.0f | %12.0f | %6.2f | %9.1f | %9.1f | %+9.1f | %9.1f | %9.1f\n",
-            c, gr, br, (br > 0 ? gr / br : 0), g50, b50, g50 - b50, g99, b99
-    }'
-done
-echo
+# ---------------------------------------------------------------------------------------------
+# baseline: the gateway against a bare hyper server.
+section_baseline() {
+    GATEWAY_PORT="$(free_port)"
+    echo "== starting vigil on 127.0.0.1:$GATEWAY_PORT"
+    target/release/vigil serve --models models --addr "127.0.0.1:$GATEWAY_PORT" \
+        --state "$WORK/state" >"$WORK/gateway.log" 2>&1 &
+    GATEWAY_PID=$!
+    wait_for gateway "$GATEWAY_PID" "http://127.0.0.1:$GATEWAY_PORT/v2/health/ready"
 
-# Targets, when the concurrencies they name were run.
-if [[ -n "${G_RPS[64]:-}" ]]; then
-    awk -v gr="${G_RPS[64]}" -v br="${B_RPS[64]}" -v t="$TARGET_RATIO_PCT" 'BEGIN {
-        pct = (br > 0 ? 100 * gr / br : 0)
-        printf "%s: throughput at c=64: gateway is %.1f%% of bare hyper (target >= %d%%)\n",
-            (pct >= t ? "PASS" : "FAIL"), pct, t
-    }'
-else
-    echo "SKIP: throughput target needs c=64 in CONCURRENCY"
+    BARE_PORT="$(free_port)"
+    while [[ "$BARE_PORT" == "$GATEWAY_PORT" ]]; do BARE_PORT="$(free_port)"; done
+    echo "== starting bare hyper on 127.0.0.1:$BARE_PORT"
+    target/release/examples/bare_hyper "127.0.0.1:$BARE_PORT" >"$WORK/bare.log" 2>&1 &
+    BARE_PID=$!
+    wait_for bare "$BARE_PID" "http://127.0.0.1:$BARE_PORT/"
+
+    GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT$INFER_PATH"
+    BARE_URL="http://127.0.0.1:$BARE_PORT$INFER_PATH"
+
+    # The exact request wrk sends must succeed on both servers before anything is measured.
+    for url in "$GATEWAY_URL" "$BARE_URL"; do
+        code="$(curl -s -o "$WORK/check.json" -w '%{http_code}' --max-time 5 \
+            -H 'Content-Type: application/json' --data-binary "$BODY" "$url" || true)"
+        if [[ "$code" != "200" ]]; then
+            echo "load.sh: POST $url answered $code:" >&2
+            cat "$WORK/check.json" >&2 || true
+            exit 1
+        fi
+    done
+    echo "   gateway answer: $(curl -s -H 'Content-Type: application/json' --data-binary "$BODY" "$GATEWAY_URL")"
+
+    local -A G_RPS G_P50 G_P99 B_RPS B_P50 B_P99
+    for c in $CONCURRENCY; do
+        echo "== c=$c: warm-up $WARMUP, then $DURATION per server"
+        run_wrk gateway-warmup "$GATEWAY_URL" "$c" "$WARMUP"
+        run_wrk gateway "$GATEWAY_URL" "$c" "$DURATION"
+        G_RPS[$c]=$RPS G_P50[$c]=$P50_US G_P99[$c]=$P99_US
+        run_wrk bare-warmup "$BARE_URL" "$c" "$WARMUP"
+        run_wrk bare "$BARE_URL" "$c" "$DURATION"
+        B_RPS[$c]=$RPS B_P50[$c]=$P50_US B_P99[$c]=$P99_US
+    done
+
+    echo
+    echo "wrk $(wrk -v 2>&1 | head -n1 | awk '{ print $2 }'), $(nproc) CPUs, duration $DURATION per run, threads min(c, $MAX_THREADS)"
+    echo "body: single-row iris v2 JSON, POST $INFER_PATH"
+    echo
+    echo "latencies in µs; p50 diff = gateway p50 - bare p50"
+    printf '%5s | %12s | %12s | %6s | %9s | %9s | %9s | %9s | %9s\n' \
+        conc 'gateway r/s' 'bare r/s' ratio 'gw p50' 'bare p50' 'p50 diff' 'gw p99' 'bare p99'
+    printf '%s\n' '------+--------------+--------------+--------+-----------+-----------+-----------+-----------+----------'
+    for c in $CONCURRENCY; do
+        awk -v c="$c" -v gr="${G_RPS[$c]}" -v br="${B_RPS[$c]}" \
+            -v g50="${G_P50[$c]}" -v b50="${B_P50[$c]}" -v g99="${G_P99[$c]}" -v b99="${B_P99[$c]}" 'BEGIN {
+            printf "%5d | %12.0f | %12.0f | %6.2f | %9.1f | %9.1f | %+9.1f | %9.1f | %9.1f\n",
+                c, gr, br, (br > 0 ? gr / br : 0), g50, b50, g50 - b50, g99, b99
+        }'
+    done
+    echo
+
+    # Targets, when the concurrencies they name were run.
+    if [[ -n "${G_RPS[64]:-}" ]]; then
+        awk -v gr="${G_RPS[64]}" -v br="${B_RPS[64]}" -v t="$TARGET_RATIO_PCT" 'BEGIN {
+            pct = (br > 0 ? 100 * gr / br : 0)
+            printf "%s: throughput at c=64: gateway is %.1f%% of bare hyper (target >= %d%%)\n",
+                (pct >= t ? "PASS" : "FAIL"), pct, t
+        }'
+    else
+        echo "SKIP: throughput target needs c=64 in CONCURRENCY"
+    fi
+    if [[ -n "${G_P50[1]:-}" ]]; then
+        awk -v g="${G_P50[1]}" -v b="${B_P50[1]}" -v t="$TARGET_P50_US" 'BEGIN {
+            d = g - b
+            printf "%s: p50 at c=1: gateway is %+.1f µs from bare hyper (target <= %d µs)\n",
+                (d <= t ? "PASS" : "FAIL"), d, t
+        }'
+    else
+        echo "SKIP: p50 target needs c=1 in CONCURRENCY"
+    fi
+    echo "(targets are informational; wrk and the server under test share the machine's cores)"
+    stop_server "$GATEWAY_PID"
+    stop_server "$BARE_PID"
+    GATEWAY_PID="" BARE_PID=""
+    echo
+}
+
+# ---------------------------------------------------------------------------------------------
+# Helpers of the shadow and swap sections: a gateway with the admin API, and its calls.
+
+# A random admin token for this run; given to the gateway through VIGIL_ADMIN_TOKEN and to curl
+# through a header file, so that it appears on no command line.
+ADMIN_TOKEN="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+printf 'Authorization: Bearer %s\n' "$ADMIN_TOKEN" >"$WORK/auth.header"
+
+# start_admin_gateway NAME [extra vigil flags...] → sets ADMIN_PID, ADMIN_PORT, ADMIN_BASE.
+# State goes to a fresh directory $WORK/state-NAME, the log to $WORK/NAME.log.
+start_admin_gateway() {
+    local name=$1
+    shift
+    ADMIN_PORT="$(free_port)"
+    echo "== starting vigil ($name) on 127.0.0.1:$ADMIN_PORT with an admin token${*:+, flags: $*}"
+    VIGIL_ADMIN_TOKEN="$ADMIN_TOKEN" target/release/vigil serve --models models \
+        --addr "127.0.0.1:$ADMIN_PORT" --state "$WORK/state-$name" "$@" >"$WORK/$name.log" 2>&1 &
+    ADMIN_PID=$!
+    ADMIN_BASE="http://127.0.0.1:$ADMIN_PORT"
+    wait_for "$name" "$ADMIN_PID" "$ADMIN_BASE/v2/health/ready"
+}
+
+# admin METHOD PATH OUT [JSON BODY]: an admin call that must answer 200; the answer goes to OUT.
+admin() {
+    local method=$1 path=$2 out=$3 body=${4:-} code
+    local args=(-s -o "$out" -w '%{http_code}' --max-time 30 -X "$method" -H @"$WORK/auth.header")
+    if [[ -n "$body" ]]; then
+        args+=(-H 'Content-Type: application/json' --data-binary "$body")
+    fi
+    code="$(curl "${args[@]}" "$ADMIN_BASE$path" || true)"
+    if [[ "$code" != "200" ]]; then
+        echo "load.sh: $method $path answered $code:" >&2
+        cat "$out" >&2 || true
+        echo >&2
+        exit 1
+    fi
+}
+
+# json FILE EXPR: evaluates the Python expression EXPR with `d` = the JSON in FILE; prints it
+# (None as an empty string).
+json() {
+    "$PYTHON" -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+v = eval(sys.argv[2])
+print("" if v is None else v)' "$1" "$2"
+}
+
+# The comparison object of shadow VERSION in a model report, as an expression for json().
+shadow_expr() {
+    echo "next((s['comparison'] for s in d['shadows'] if s['version'] == '$1'), None)"
+}
+
+# settle_shadow MODEL VERSION: waits (at most 15 s) until the shadow has finished every queued
+# copy (compared + failed + timed out = mirrored; single-row requests), so counters are final.
+settle_shadow() {
+    local model=$1 version=$2 deadline=$((SECONDS + 15))
+    while ((SECONDS < deadline)); do
+        admin GET "/admin/models/$model" "$WORK/settle.json"
+        if [[ "$(json "$WORK/settle.json" "(lambda c: c is not None and c['compared_rows'] + c['failed'] + c['timed_out'] >= c['mirrored'])($(shadow_expr "$version"))")" == "True" ]]; then
+            return 0
+        fi
+        sleep 0.2
+    done
+    echo "   warning: shadow $version still had queued copies after 15 s" >&2
+}
+
+# shadow_delta BEFORE AFTER VERSION: the shadow's figures over the interval between two reports:
+# mirrored dropped failed timed_out compared agreement, then (from AFTER, over its last 2048
+# comparisons) shadow p50 p99 and champion p50 p99 in µs. "-" where there is no figure.
+shadow_delta() {
+    "$PYTHON" - "$1" "$2" "$3" <<'EOF'
+import json, sys
+def comparison(path, version):
+    report = json.load(open(path))
+    for shadow in report["shadows"]:
+        if shadow["version"] == version:
+            return shadow["comparison"]
+    return None
+zero = {"mirrored": 0, "dropped": 0, "failed": 0, "timed_out": 0, "compared_rows": 0,
+        "agreement_rate": None}
+before = comparison(sys.argv[1], sys.argv[3]) or zero
+after = comparison(sys.argv[2], sys.argv[3])
+if after is None:
+    sys.exit("shadow %s is not in the report" % sys.argv[3])
+fields = [after[k] - before[k] for k in ("mirrored", "dropped", "failed", "timed_out", "compared_rows")]
+agreeing = lambda c: (c["agreement_rate"] or 0.0) * c["compared_rows"]
+compared = fields[-1]
+fields.append("%.4f" % ((agreeing(after) - agreeing(before)) / compared) if compared > 0 else "-")
+for key in ("shadow_latency_p50", "shadow_latency_p99", "champion_latency_p50", "champion_latency_p99"):
+    fields.append("-" if after[key] is None else "%.1f" % (after[key] * 1e6))
+print(" ".join(str(f) for f in fields))
+EOF
+}
+
+# log_problems NAME: prints the WARN/ERROR lines of a gateway's log (informational).
+log_problems() {
+    local name=$1 count
+    count="$(grep -cE 'WARN|ERROR' "$WORK/$name.log" || true)"
+    if [[ "$count" != "0" ]]; then
+        echo "   note: the $name log has $count WARN/ERROR lines, e.g.:"
+        grep -E 'WARN|ERROR' "$WORK/$name.log" | head -n 5 | sed 's/^/     /'
+    fi
+}
+
+# ---------------------------------------------------------------------------------------------
+# shadow: champion throughput and p99 with one shadow at fraction 1.0 against none, same run.
+section_shadow() {
+    local model=iris
+    # shellcheck disable=SC2086 # SHADOW_FLAGS is a list of flags
+    start_admin_gateway gateway-shadow $SHADOW_FLAGS
+    local url="$ADMIN_BASE$CHAMPION_PATH"
+
+    admin GET "/admin/models/$model" "$WORK/model.json"
+    local champion shadow_status
+    champion="$(json "$WORK/model.json" "d['champion']")"
+    shadow_status="$(json "$WORK/model.json" "next((v['status'] for v in d['versions'] if v['version'] == '$SHADOW_VERSION'), None)")"
+    [[ -n "$champion" ]] || die "$model has no champion"
+    [[ "$champion" != "$SHADOW_VERSION" ]] || die "$model's champion is $champion, the shadow version itself"
+    [[ "$shadow_status" == "ready" ]] || die "$model version $SHADOW_VERSION is '${shadow_status:-missing}', not ready"
+    [[ "$(json "$WORK/model.json" "len(d['shadows'])")" == "0" ]] || die "$model already has shadows"
+    local run
+    run="$(json "$WORK/model.json" "next((v['run'] for v in d['versions'] if v['version'] == '$SHADOW_VERSION'), None)")"
+    echo "   $model champion: $champion ($(json "$WORK/model.json" "next((v['run'] for v in d['versions'] if v['version'] == d['champion']), None)")); shadow: $SHADOW_VERSION ($run)"
+
+    local code
+    code="$(curl -s -o "$WORK/check.json" -w '%{http_code}' --max-time 5 \
+        -H 'Content-Type: application/json' --data-binary "$BODY" "$url" || true)"
+    if [[ "$code" != "200" ]]; then
+        echo "load.sh: POST $url answered $code:" >&2
+        cat "$WORK/check.json" >&2 || true
+        exit 1
+    fi
+    [[ "$(json "$WORK/check.json" "d['model_version']")" == "$champion" ]] ||
+        die "POST $CHAMPION_PATH was not answered by the champion: $(cat "$WORK/check.json")"
+    echo "   champion answer: $(cat "$WORK/check.json")"
+
+    local -A OFF_RPS OFF_P50 OFF_P99 ON_RPS ON_P50 ON_P99 ON_REQ FIG
+    local c r k keys=()
+    for c in $SHADOW_CONCURRENCY; do
+        for r in $(seq 1 "$SHADOW_ROUNDS"); do
+            k="$c/$r"
+            keys+=("$k")
+            echo "== shadow c=$c, round $r/$SHADOW_ROUNDS: no shadow (warm-up $WARMUP, run $DURATION), then shadow $SHADOW_VERSION at 1.0 (same)"
+            run_wrk champion-warmup "$url" "$c" "$WARMUP"
+            run_wrk champion "$url" "$c" "$DURATION"
+            OFF_RPS[$k]=$RPS OFF_P50[$k]=$P50_US OFF_P99[$k]=$P99_US
+
+            admin PUT "/admin/models/$model/shadows/$SHADOW_VERSION" "$WORK/put.json" '{"fraction": 1.0}'
+            run_wrk champion-shadow-warmup "$url" "$c" "$WARMUP"
+            settle_shadow "$model" "$SHADOW_VERSION"
+            admin GET "/admin/models/$model" "$WORK/before.json"
+            run_wrk champion-shadow "$url" "$c" "$DURATION"
+            ON_RPS[$k]=$RPS ON_P50[$k]=$P50_US ON_P99[$k]=$P99_US
+            ON_REQ[$k]="$(awk '/requests in/ { print $1 }' "$WORK/wrk-champion-shadow-c$c.txt")"
+            settle_shadow "$model" "$SHADOW_VERSION"
+            admin GET "/admin/models/$model" "$WORK/after.json"
+            FIG[$k]="$(shadow_delta "$WORK/before.json" "$WORK/after.json" "$SHADOW_VERSION")"
+            echo "   GET /admin/models/$model after the run, shadow $SHADOW_VERSION (since added, warm-up included):"
+            echo "   $(json "$WORK/after.json" "__import__('json').dumps($(shadow_expr "$SHADOW_VERSION"))")"
+            admin DELETE "/admin/models/$model/shadows/$SHADOW_VERSION" "$WORK/delete.json"
+            [[ "$(json "$WORK/delete.json" "len(d['shadows'])")" == "0" ]] ||
+                die "shadow $SHADOW_VERSION is still deployed"
+        done
+    done
+
+    echo
+    echo "shadow section: wrk $(wrk -v 2>&1 | head -n1 | awk '{ print $2 }'), $(nproc) CPUs, duration $DURATION per run (warm-up $WARMUP), threads min(c, $MAX_THREADS)"
+    echo "POST $CHAMPION_PATH (champion $champion), single-row body; shadow = version $SHADOW_VERSION at fraction 1.0${SHADOW_FLAGS:+, gateway flags: $SHADOW_FLAGS}"
+    echo "latencies in µs; ratio = with shadow / without (the two runs of a row are back to back)"
+    printf '%7s | %11s | %11s | %6s | %9s | %9s | %6s | %9s | %9s | %6s\n' \
+        c/round 'none r/s' 'shadow r/s' ratio 'none p50' 'shad p50' ratio 'none p99' 'shad p99' ratio
+    printf '%s\n' '--------+-------------+-------------+--------+-----------+-----------+--------+-----------+-----------+-------'
+    for k in "${keys[@]}"; do
+        awk -v k="$k" -v r0="${OFF_RPS[$k]}" -v r1="${ON_RPS[$k]}" -v a0="${OFF_P50[$k]}" \
+            -v a1="${ON_P50[$k]}" -v b0="${OFF_P99[$k]}" -v b1="${ON_P99[$k]}" 'BEGIN {
+            printf "%7s | %11.0f | %11.0f | %6.2f | %9.1f | %9.1f | %6.2f | %9.1f | %9.1f | %6.2f\n",
+                k, r0, r1, (r0 > 0 ? r1 / r0 : 0), a0, a1, (a0 > 0 ? a1 / a0 : 0),
+                b0, b1, (b0 > 0 ? b1 / b0 : 0)
+        }'
+    done
+    echo
+    echo "shadow $SHADOW_VERSION over each measured run (counters: difference of GET /admin/models/$model"
+    echo "before and after the run; latencies: the gateway's window of the last 2048 comparisons, µs)"
+    printf '%7s | %9s | %9s | %8s | %6s | %9s | %9s | %9s | %8s | %8s | %8s | %8s\n' \
+        c/round 'wrk reqs' mirrored dropped failed timed_out compared agreement 'sh p50' 'ch p50' 'sh p99' 'ch p99'
+    printf '%s\n' '--------+-----------+-----------+----------+--------+-----------+-----------+-----------+----------+----------+----------+---------'
+    local mirrored dropped failed timed_out compared agreement sp50 sp99 cp50 cp99
+    for k in "${keys[@]}"; do
+        read -r mirrored dropped failed timed_out compared agreement sp50 sp99 cp50 cp99 <<<"${FIG[$k]}"
+        printf '%7s | %9s | %9s | %8s | %6s | %9s | %9s | %9s | %8s | %8s | %8s | %8s\n' \
+            "$k" "${ON_REQ[$k]}" "$mirrored" "$dropped" "$failed" "$timed_out" "$compared" \
+            "$agreement" "$sp50" "$cp50" "$sp99" "$cp99"
+        if ((mirrored + dropped < ON_REQ[$k])); then
+            echo "   warning: $k: mirrored + dropped ($((mirrored + dropped))) < requests wrk completed (${ON_REQ[$k]})" >&2
+        fi
+        if ((failed + timed_out > 0)); then
+            echo "   warning: $k: the shadow failed $failed and timed out $timed_out times" >&2
+        fi
+    done
+    echo "(mirrored + dropped may exceed wrk's count by up to c: requests answered after wrk stopped reading)"
+    log_problems gateway-shadow
+    stop_server "$ADMIN_PID"
+    ADMIN_PID=""
+    echo
+}
+
+# ---------------------------------------------------------------------------------------------
+# swap: time from PUT champion to the first response from the new version.
+section_swap() {
+    start_admin_gateway gateway-swap
+    echo "== swap: $SWAPS champion swaps between versions $SWAP_VERSIONS, ${SWAP_GAP_MS} ms apart"
+    if ! ADMIN_TOKEN="$ADMIN_TOKEN" "$PYTHON" benches/swap_latency.py --port "$ADMIN_PORT" \
+        --model iris --versions "$SWAP_VERSIONS" --swaps "$SWAPS" --gap-ms "$SWAP_GAP_MS"; then
+        echo "load.sh: the swap client failed; the gateway's log (last 20 lines):" >&2
+        tail -n 20 "$WORK/gateway-swap.log" >&2 || true
+        exit 1
+    fi
+    log_problems gateway-swap
+    stop_server "$ADMIN_PID"
+    ADMIN_PID=""
+    echo
+}
+
+if want baseline; then
+    busy_note
+    section_baseline
 fi
-if [[ -n "${G_P50[1]:-}" ]]; then
-    awk -v g="${G_P50[1]}" -v b="${B_P50[1]}" -v t="$TARGET_P50_US" 'BEGIN {
-        d = g - b
-        printf "%s: p50 at c=1: gateway is %+.1f µs from bare hyper (target <= %d µs)\n",
-            (d <= t ? "PASS" : "FAIL"), d, t
-    }'
-else
-    echo "SKIP: p50 target needs c=1 in CONCURRENCY"
+if want shadow; then
+    busy_note
+    section_shadow
 fi
-echo "(targets are informational; wrk and the server under test share the machine's cores)"
+if want swap; then
+    busy_note
+    section_swap
+fi
+echo "== done: $SECTIONS"
