@@ -73,8 +73,9 @@ impl Registry {
         }
     }
 
-    /// Writes the state file and one audit entry for a change to `model`.
-    fn record(
+    /// Writes the state file and one audit entry for a change to `model`, on the blocking pool
+    /// (three fsyncs must not stall an async worker).
+    async fn record(
         &self,
         actor: &str,
         action: &str,
@@ -84,16 +85,18 @@ impl Registry {
         self.publish_version_count(model);
         let after = deployment_value(model);
         tracing::info!(model = %model.name, %action, %actor, %after, "deployment changed");
-        if let Some(store) = &self.store {
-            store.save(&self.snapshot())?;
-            store.audit(&AuditEntry::now(
-                actor,
-                action,
-                Some(&model.name),
-                before,
-                after,
-            ))?;
-        }
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let store = Arc::clone(store);
+        let snapshot = self.snapshot();
+        let entry = AuditEntry::now(actor, action, Some(&model.name), before, after);
+        tokio::task::spawn_blocking(move || {
+            store.save(&snapshot)?;
+            store.audit(&entry)
+        })
+        .await
+        .map_err(|e| ServingError::Task(e.to_string()))??;
         Ok(())
     }
 
@@ -217,10 +220,10 @@ impl Registry {
             let before = deployment_value(&model);
             let Some(saved) = saved.as_ref().and_then(|s| s.models.get(&model.name)) else {
                 first_deployment(&model);
-                self.record("startup", "deploy", &model, before)?;
+                self.record("startup", "deploy", &model, before).await?;
                 continue;
             };
-            self.restore_model(&model, saved, before)?;
+            self.restore_model(&model, saved, before).await?;
         }
         if let Some(store) = &self.store {
             store.save(&self.snapshot())?;
@@ -228,7 +231,7 @@ impl Registry {
         Ok(())
     }
 
-    fn restore_model(
+    async fn restore_model(
         &self,
         model: &ModelState,
         saved: &SavedDeployment,
@@ -260,7 +263,8 @@ impl Registry {
                     &format!("champion {missing} unavailable; best available version serves"),
                     model,
                     before.clone(),
-                )?;
+                )
+                .await?;
             }
             None => {}
         }
@@ -289,7 +293,8 @@ impl Registry {
                     &format!("new version {}: {action}", entry.version),
                     model,
                     before,
-                )?;
+                )
+                .await?;
             }
         }
         Ok(())
@@ -317,7 +322,7 @@ impl Registry {
             .deployment
             .set_shadows(Self::without_shadow(&model, version));
         model.deployment.promote(loaded);
-        self.record("admin", "promote", &model, before)?;
+        self.record("admin", "promote", &model, before).await?;
         Ok(ModelReport::of(&model))
     }
 
@@ -352,7 +357,7 @@ impl Registry {
         shadows.push(shadow);
         shadows.sort_by(|a, b| compare_versions(&a.version.version, &b.version.version));
         model.deployment.set_shadows(shadows);
-        self.record("admin", "shadow", &model, before)?;
+        self.record("admin", "shadow", &model, before).await?;
         Ok(ModelReport::of(&model))
     }
 
@@ -423,7 +428,7 @@ impl Registry {
         let model = self.model(model)?;
         let before = deployment_value(&model);
         apply(&model)?;
-        self.record("admin", action, &model, before)?;
+        self.record("admin", action, &model, before).await?;
         Ok(ModelReport::of(&model))
     }
 
@@ -447,7 +452,7 @@ impl Registry {
                         .deployment
                         .set_shadows(Self::without_shadow(&model, &previous));
                     model.deployment.set_champion_quietly(loaded);
-                    self.record("admin", "rollback", &model, before)?;
+                    self.record("admin", "rollback", &model, before).await?;
                     return Ok(ModelReport::of(&model));
                 }
                 Err(error) => {
@@ -521,7 +526,8 @@ impl Registry {
                     models.insert(model_dir.name.clone(), Arc::clone(&state));
                     models
                 });
-                self.record("rescan", "new model", &state, Value::Null)?;
+                self.record("rescan", "new model", &state, Value::Null)
+                    .await?;
                 continue;
             };
             let present: Vec<String> = model.versions().into_iter().map(|v| v.version).collect();
@@ -548,7 +554,8 @@ impl Registry {
                     &format!("new version {}: {deployed_as}", entry.version),
                     &model,
                     before,
-                )?;
+                )
+                .await?;
                 outcomes.push(outcome(&model.name, &entry, deployed_as));
             }
         }
@@ -587,7 +594,7 @@ impl Registry {
         {
             let before = deployment_value(&state);
             state.deployment.set_champion_quietly(champion);
-            self.record("admin", "load", &state, before)?;
+            self.record("admin", "load", &state, before).await?;
         }
         Ok(ModelReport::of(&state))
     }
@@ -638,7 +645,8 @@ impl Registry {
                 entry.status = VersionStatus::Unloaded;
             }
         });
-        self.record("admin", &format!("unload {version}"), &state, before)?;
+        self.record("admin", &format!("unload {version}"), &state, before)
+            .await?;
         Ok(ModelReport::of(&state))
     }
 }

@@ -1,14 +1,17 @@
 //! Shadows: a bounded queue per shadow (`try_send`; when full the copy is dropped and counted) and
 //! shadow workers that run the copies off the request path, with a timeout, and compare each
 //! result with the champion's. Nothing here can delay, fail or change a champion response.
+//!
+//! Workers are dedicated OS threads blocking on the queue, not tasks on the async runtime: a copy
+//! is run without a hand-off to another pool, and a shadow that hangs only stalls its own
+//! workers (its queue fills and the drops are counted) while the async workers keep serving.
 
 use super::{LoadedVersion, NamedInput, RowPrediction, fit_inputs, row_predictions};
 use crate::engine::Tensor;
 use crate::monitor::{ShadowStats, TrafficRole};
-use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::{Mutex, mpsc};
-use tokio::task::JoinHandle;
 
 /// Queue, worker and timeout settings shared by every shadow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,7 +20,8 @@ pub struct MirrorSettings {
     pub queue_capacity: usize,
     /// Workers per shadow.
     pub workers: usize,
-    /// How long a shadow run may take before it counts as timed out.
+    /// A shadow run taking longer than this counts as timed out and is not compared (the run
+    /// itself cannot be interrupted; its worker takes the next copy when it ends).
     pub timeout: Duration,
     /// Row limit applied when fitting copies to the shadow's signature.
     pub max_batch_rows: usize,
@@ -45,8 +49,8 @@ pub struct Shadow {
     pub fraction: f64,
     /// Its comparison figures (kept across fraction changes).
     pub stats: Arc<ShadowStats>,
-    sender: mpsc::Sender<MirrorJob>,
-    workers: Vec<JoinHandle<()>>,
+    /// Dropping the sender (with the shadow) ends the workers once the queue is drained.
+    sender: SyncSender<MirrorJob>,
 }
 
 impl std::fmt::Debug for Shadow {
@@ -58,40 +62,35 @@ impl std::fmt::Debug for Shadow {
     }
 }
 
-impl Drop for Shadow {
-    fn drop(&mut self) {
-        for worker in &self.workers {
-            worker.abort();
-        }
-    }
-}
-
 impl Shadow {
-    /// Starts the workers of a shadow. Must run inside the tokio runtime.
+    /// Starts the worker threads of a shadow.
     pub fn start(
         version: Arc<LoadedVersion>,
         fraction: f64,
         stats: Arc<ShadowStats>,
         settings: MirrorSettings,
     ) -> Shadow {
-        let (sender, receiver) = mpsc::channel(settings.queue_capacity.max(1));
+        let (sender, receiver) = sync_channel(settings.queue_capacity.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
-        let workers = (0..settings.workers.max(1))
-            .map(|_| {
-                tokio::spawn(work(
-                    Arc::clone(&receiver),
-                    Arc::clone(&version),
-                    Arc::clone(&stats),
-                    settings,
+        for index in 0..settings.workers.max(1) {
+            let receiver = Arc::clone(&receiver);
+            let version = Arc::clone(&version);
+            let stats = Arc::clone(&stats);
+            let spawned = std::thread::Builder::new()
+                .name(format!(
+                    "shadow-{}-{}-{index}",
+                    version.model, version.version
                 ))
-            })
-            .collect();
+                .spawn(move || work(&receiver, &version, &stats, settings));
+            if let Err(error) = spawned {
+                tracing::error!(%error, "cannot start a shadow worker; its copies will be dropped");
+            }
+        }
         Shadow {
             version,
             fraction,
             stats,
             sender,
-            workers,
         }
     }
 
@@ -104,83 +103,89 @@ impl Shadow {
     pub fn offer(&self, job: MirrorJob) {
         match self.sender.try_send(job) {
             Ok(()) => self.stats.record_mirrored(),
-            Err(_) => self.stats.record_dropped(),
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.record_dropped();
+            }
         }
     }
 }
 
-async fn work(
-    receiver: Arc<Mutex<mpsc::Receiver<MirrorJob>>>,
-    shadow: Arc<LoadedVersion>,
-    stats: Arc<ShadowStats>,
+/// One worker thread: takes copies until the shadow is dropped.
+fn work(
+    receiver: &Mutex<Receiver<MirrorJob>>,
+    shadow: &Arc<LoadedVersion>,
+    stats: &ShadowStats,
     settings: MirrorSettings,
 ) {
     loop {
-        let job = {
-            let mut receiver = receiver.lock().await;
-            match receiver.recv().await {
-                Some(job) => job,
-                None => return,
-            }
+        let job = match receiver.lock() {
+            Ok(receiver) => match receiver.recv() {
+                Ok(job) => job,
+                Err(_) => return,
+            },
+            Err(_) => return,
         };
-        let MirrorJob {
-            inputs,
-            champion,
-            champion_outputs,
-            rows,
-            champion_latency,
-        } = job;
-        let version = Arc::clone(&shadow);
-        let mut task = tokio::task::spawn_blocking(move || {
-            let (tensors, rows) = fit_inputs(
-                version.signature(),
-                inputs.as_ref().clone(),
-                settings.max_batch_rows,
-            )
-            .ok()?;
-            let monitor = &version.monitor;
-            let watched = (monitor.is_enabled() && monitor.width() > 0)
-                .then(|| super::flat_values(&tensors[0]));
-            let started = Instant::now();
-            let outputs = version.run(tensors).ok()?;
-            let latency = started.elapsed();
-            if monitor.is_enabled() {
-                let scores = watched.as_deref().and_then(|v| monitor.outlier_scores(v));
-                let predictions = super::version::prediction_values(&outputs, version.roles);
-                let classes = super::class_indices(
+        let started = Instant::now();
+        match run_copy(shadow, &job, settings) {
+            Some(_) if started.elapsed() > settings.timeout => stats.record_timed_out(),
+            Some((outputs, latency)) => {
+                let (agree, differences) = compare(
+                    &job.champion,
+                    &job.champion_outputs,
+                    shadow,
                     &outputs,
-                    version.roles,
-                    version.monitor_classes().len(),
-                    rows,
+                    job.rows,
                 );
-                monitor.observe(
-                    TrafficRole::Shadow,
-                    watched.as_deref(),
-                    scores.as_deref(),
-                    predictions.as_deref(),
-                    Some(&classes),
-                    None,
-                    rows,
-                    latency,
-                );
+                stats.record_comparison(&agree, &differences, latency, job.champion_latency);
             }
-            Some((outputs, rows, latency))
-        });
-        match tokio::time::timeout(settings.timeout, &mut task).await {
-            Ok(Ok(Some((outputs, shadow_rows, latency)))) if shadow_rows == rows => {
-                let (agree, differences) =
-                    compare(&champion, &champion_outputs, &shadow, &outputs, rows);
-                stats.record_comparison(&agree, &differences, latency, champion_latency);
-            }
-            Ok(_) => stats.record_failed(),
-            Err(_) => {
-                stats.record_timed_out();
-                // Wait for the run to end before taking the next copy: a hung shadow backs up
-                // its own queue (drops are counted) instead of piling up blocking threads.
-                let _ = task.await;
-            }
+            None => stats.record_failed(),
         }
     }
+}
+
+/// Fits the copy to the shadow's signature, runs it, and records the shadow's own monitoring.
+/// `None` when the copy does not fit or the engine fails.
+fn run_copy(
+    version: &LoadedVersion,
+    job: &MirrorJob,
+    settings: MirrorSettings,
+) -> Option<(Vec<Tensor>, Duration)> {
+    let (tensors, rows) = fit_inputs(
+        version.signature(),
+        job.inputs.as_ref().clone(),
+        settings.max_batch_rows,
+    )
+    .ok()?;
+    if rows != job.rows {
+        return None;
+    }
+    let monitor = &version.monitor;
+    let watched =
+        (monitor.is_enabled() && monitor.width() > 0).then(|| super::flat_values(&tensors[0]));
+    let started = Instant::now();
+    let outputs = version.run(tensors).ok()?;
+    let latency = started.elapsed();
+    if monitor.is_enabled() {
+        let scores = watched.as_deref().and_then(|v| monitor.outlier_scores(v));
+        let predictions = super::version::prediction_values(&outputs, version.roles);
+        let classes = super::class_indices(
+            &outputs,
+            version.roles,
+            version.monitor_classes().len(),
+            rows,
+        );
+        monitor.observe(
+            TrafficRole::Shadow,
+            watched.as_deref(),
+            scores.as_deref(),
+            predictions.as_deref(),
+            Some(&classes),
+            None,
+            rows,
+            latency,
+        );
+    }
+    Some((outputs, latency))
 }
 
 /// Per row: whether the labels agree, and the absolute difference of the regression values (or,

@@ -257,7 +257,7 @@ pub struct Registry {
     defaults: DeploymentDefaults,
     models: ArcSwap<BTreeMap<String, Arc<ModelState>>>,
     changes: tokio::sync::Mutex<()>,
-    store: Option<StateStore>,
+    store: Option<Arc<StateStore>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -311,7 +311,7 @@ impl Registry {
             defaults: settings.defaults,
             models: ArcSwap::from_pointee(models),
             changes: tokio::sync::Mutex::new(()),
-            store,
+            store: store.map(Arc::new),
         };
         for model in registry.models() {
             registry.publish_version_count(&model);
