@@ -20,7 +20,8 @@
 #           unversioned single-row requests in a tight loop.
 #
 # Environment:
-#   SECTIONS            sections to run                                  [default: "baseline shadow swap"]
+#   SECTIONS            sections to run                     [default: "baseline shadow swap monitoring"]
+#   MONITORING_ROUNDS   monitoring: on/off pairs to run                  [default: 2]
 #   DURATION            measured run per server/case and concurrency     [default: 10s]
 #   WARMUP              warm-up run before each measured run             [default: 2s]
 #   CONCURRENCY         baseline: space-separated connection counts      [default: "1 8 64"]
@@ -43,7 +44,8 @@
 
 set -euo pipefail
 
-SECTIONS="${SECTIONS:-baseline shadow swap}"
+SECTIONS="${SECTIONS:-baseline shadow swap monitoring}"
+MONITORING_ROUNDS="${MONITORING_ROUNDS:-2}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 CONCURRENCY="${CONCURRENCY:-1 8 64}"
@@ -71,8 +73,8 @@ die() {
 
 for section in $SECTIONS; do
     case "$section" in
-    baseline | shadow | swap) ;;
-    *) die "unknown section '$section' in SECTIONS (expected baseline, shadow and/or swap)" ;;
+    baseline | shadow | swap | monitoring) ;;
+    *) die "unknown section '$section' in SECTIONS (expected baseline, shadow, swap and/or monitoring)" ;;
     esac
 done
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
@@ -544,6 +546,49 @@ section_swap() {
     echo
 }
 
+# ---------------------------------------------------------------------------------------------
+# monitoring: champion throughput with request-path monitoring on (drift windows, outlier scores,
+# predictions by class) vs off (`--monitoring false`; request counters and latency histograms
+# stay on), alternating gateways so that drift in the machine's load hits both alike.
+section_monitoring() {
+    local c round mode
+    local -A RPS_SUM P99_SUM
+    for round in $(seq 1 "$MONITORING_ROUNDS"); do
+        for mode in on off; do
+            local flags=()
+            [[ "$mode" == off ]] && flags=(--monitoring false)
+            start_admin_gateway "gateway-monitoring-$mode-$round" "${flags[@]}"
+            local url="$ADMIN_BASE$CHAMPION_PATH"
+            for c in 64 8; do
+                run_wrk "monitoring-$mode-warmup" "$url" "$c" "$WARMUP"
+                run_wrk "monitoring-$mode" "$url" "$c" "$DURATION"
+                echo "   round $round, monitoring $mode, c=$c: $RPS req/s, p50 ${P50_US} µs, p99 ${P99_US} µs"
+                RPS_SUM[$mode-$c]=$(awk -v a="${RPS_SUM[$mode-$c]:-0}" -v b="$RPS" 'BEGIN { print a + b }')
+                P99_SUM[$mode-$c]=$(awk -v a="${P99_SUM[$mode-$c]:-0}" -v b="$P99_US" 'BEGIN { print a + b }')
+            done
+            stop_server "$ADMIN_PID"
+            ADMIN_PID=""
+        done
+    done
+    echo
+    echo "POST $CHAMPION_PATH, single-row body, means over $MONITORING_ROUNDS rounds of $DURATION"
+    printf '%5s | %12s | %12s | %6s | %10s | %10s
+' conc 'on r/s' 'off r/s' ratio 'on p99' 'off p99'
+    for c in 64 8; do
+        awk -v c="$c" -v on="${RPS_SUM[on-$c]}" -v off="${RPS_SUM[off-$c]}" \
+            -v p_on="${P99_SUM[on-$c]}" -v p_off="${P99_SUM[off-$c]}" -v n="$MONITORING_ROUNDS" 'BEGIN {
+            printf "%5d | %12.0f | %12.0f | %6.2f | %10.1f | %10.1f\n",
+                c, on / n, off / n, (off > 0 ? on / off : 0), p_on / n, p_off / n
+        }'
+    done
+    awk -v on="${RPS_SUM[on-64]}" -v off="${RPS_SUM[off-64]}" 'BEGIN {
+        r = (off > 0 ? on / off : 0)
+        printf "%s: throughput with monitoring on is %.2f of off at c=64 (target >= 0.90)\n",
+            (r >= 0.90 ? "PASS" : "FAIL"), r
+    }'
+    echo
+}
+
 if want baseline; then
     busy_note
     section_baseline
@@ -555,5 +600,9 @@ fi
 if want swap; then
     busy_note
     section_swap
+fi
+if want monitoring; then
+    busy_note
+    section_monitoring
 fi
 echo "== done: $SECTIONS"
