@@ -2,8 +2,8 @@
 //! ≥ 0.99; rows 6σ away score ≥ 0.99. Synthetic correlated Gaussian references (8 features, full
 //! shrunk covariance; 300 features, diagonal) and the bundled example references.
 //!
-//! The calibration figures are printed (`cargo test --test outlier_calibration -- --nocapture`);
-//! `score_cost_30_features` (ignored) times `score` and is meant for `--release`.
+//! The calibration figures are printed (`cargo test --test outlier_calibration -- --nocapture`).
+//! The per-row cost of scoring is measured in `benches/monitoring.rs`.
 
 #![allow(
     clippy::expect_used,
