@@ -38,6 +38,7 @@ mod v2;
 pub mod v2_types;
 
 pub use self::error::ApiError;
+use crate::monitor::Protocol;
 use crate::serving::Registry;
 use axum::Router;
 use axum::http::{Method, Uri};
@@ -54,6 +55,8 @@ struct Inner {
     max_body_bytes: usize,
     admin_token: Option<String>,
     draining: AtomicBool,
+    /// `vigil_requests_in_flight` per protocol (v2, v1), resolved once.
+    in_flight: [::metrics::Gauge; 2],
     request_prefix: u64,
     request_counter: AtomicU64,
 }
@@ -69,14 +72,28 @@ impl AppState {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             & 0xffff_ffff;
+        let in_flight = [Protocol::V2, Protocol::V1].map(|protocol| {
+            registry
+                .metrics()
+                .gauge(crate::metrics::IN_FLIGHT, &[("protocol", protocol.label())])
+        });
         AppState(Arc::new(Inner {
             registry,
             max_body_bytes,
             admin_token,
             draining: AtomicBool::new(false),
+            in_flight,
             request_prefix,
             request_counter: AtomicU64::new(0),
         }))
+    }
+
+    /// The in-flight gauge of `protocol`.
+    pub fn in_flight(&self, protocol: Protocol) -> &::metrics::Gauge {
+        match protocol {
+            Protocol::V2 => &self.0.in_flight[0],
+            Protocol::V1 => &self.0.in_flight[1],
+        }
     }
 
     /// The model registry.

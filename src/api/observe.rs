@@ -53,10 +53,7 @@ where
     Fut: Future<Output = Result<Served, ApiError>>,
 {
     let started = Instant::now();
-    let gauge = app
-        .registry()
-        .metrics()
-        .gauge(metrics::IN_FLIGHT, &[("protocol", protocol.label())]);
+    let gauge = app.in_flight(protocol).clone();
     gauge.increment(1.0);
     let _in_flight = InFlight(gauge);
     let (version, role, outcome) = match route {
