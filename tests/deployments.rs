@@ -314,3 +314,60 @@ async fn unversioned_requests_name_the_champion_and_versioned_ones_their_version
     assert_eq!(outputs, vec!["value"], "regressors get no confidence");
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_change_that_cannot_be_saved_is_undone() {
+    let state = tempfile::tempdir().expect("state dir");
+    let gateway = TestGateway::start_in(config(&models_dir(), state.path())).await;
+    let before = champion(&gateway, "iris").await;
+    // A directory where the state file's temporary copy must go makes every save fail.
+    let blocker = state.path().join("deployments.json.tmp");
+    std::fs::create_dir(&blocker).expect("blocker");
+    for (method, path, body) in [
+        (
+            Method::PUT,
+            "/admin/models/iris/threshold",
+            Some(json!({"threshold": 0.7})),
+        ),
+        (
+            Method::PUT,
+            "/admin/models/iris/champion",
+            Some(json!({"version": "1"})),
+        ),
+        (
+            Method::PUT,
+            "/admin/models/iris/shadows/2",
+            Some(json!({"fraction": 0.5})),
+        ),
+    ] {
+        let (status, body) = gateway.admin(method, path, body).await;
+        assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {body}");
+        assert!(
+            body["error"]
+                .as_str()
+                .expect("error")
+                .contains("cannot write"),
+            "{body}"
+        );
+        let now = champion(&gateway, "iris").await;
+        for key in ["champion", "shadows", "threshold", "history", "policy"] {
+            assert_eq!(now[key], before[key], "{path} left `{key}` changed");
+        }
+    }
+    let (_, body) = gateway
+        .post_json("/v2/models/iris/infer", &iris_row())
+        .await;
+    assert_eq!(body["model_version"], before["champion"]);
+
+    std::fs::remove_dir(&blocker).expect("unblock");
+    let (status, report) = gateway
+        .admin(
+            Method::PUT,
+            "/admin/models/iris/threshold",
+            Some(json!({"threshold": 0.7})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
+    assert_eq!(report["threshold"], 0.7);
+    gateway.stop().await;
+}

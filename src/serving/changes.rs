@@ -74,30 +74,51 @@ impl Registry {
     }
 
     /// Writes the state file and one audit entry for a change to `model`, on the blocking pool
-    /// (three fsyncs must not stall an async worker).
+    /// (three fsyncs must not stall an async worker). When the state cannot be written, the
+    /// deployment is put back as it was `before` and the error is returned: a change is either
+    /// durable or not made.
     async fn record(
         &self,
         actor: &str,
         action: &str,
         model: &ModelState,
-        before: Value,
+        before: Before,
     ) -> Result<(), ServingError> {
         self.publish_version_count(model);
         let after = deployment_value(model);
-        tracing::info!(model = %model.name, %action, %actor, %after, "deployment changed");
         let Some(store) = &self.store else {
+            tracing::info!(model = %model.name, %action, %actor, %after, "deployment changed");
             return Ok(());
         };
         let store = Arc::clone(store);
         let snapshot = self.snapshot();
-        let entry = AuditEntry::now(actor, action, Some(&model.name), before, after);
-        tokio::task::spawn_blocking(move || {
+        let entry = AuditEntry::now(
+            actor,
+            action,
+            Some(&model.name),
+            before.value,
+            after.clone(),
+        );
+        let written = tokio::task::spawn_blocking(move || {
             store.save(&snapshot)?;
             store.audit(&entry)
         })
         .await
-        .map_err(|e| ServingError::Task(e.to_string()))??;
-        Ok(())
+        .map_err(|e| ServingError::Task(e.to_string()))
+        .and_then(|outcome| outcome.map_err(ServingError::from));
+        match written {
+            Ok(()) => {
+                tracing::info!(model = %model.name, %action, %actor, %after, "deployment changed");
+                Ok(())
+            }
+            Err(error) => {
+                if let Some(previous) = before.snapshot {
+                    model.deployment.restore(previous);
+                }
+                tracing::error!(model = %model.name, %action, %error, "change not saved; undone");
+                Err(error)
+            }
+        }
     }
 
     /// Loads (or reloads) `version` if it is not ready, off the async workers.
@@ -217,7 +238,7 @@ impl Registry {
             None => None,
         };
         for model in self.models() {
-            let before = deployment_value(&model);
+            let before = Before::of(&model);
             let Some(saved) = saved.as_ref().and_then(|s| s.models.get(&model.name)) else {
                 first_deployment(&model);
                 self.record("startup", "deploy", &model, before).await?;
@@ -235,7 +256,7 @@ impl Registry {
         &self,
         model: &ModelState,
         saved: &SavedDeployment,
-        before: Value,
+        before: Before,
     ) -> Result<(), ServingError> {
         let deployment = &model.deployment;
         deployment.set_threshold(saved.threshold);
@@ -286,7 +307,7 @@ impl Registry {
             .filter(|v| !saved.known_versions.contains(&v.version))
         {
             if let Some(loaded) = entry.ready() {
-                let before = deployment_value(model);
+                let before = Before::of(model);
                 let action = self.apply_policy(model, Arc::clone(loaded));
                 self.record(
                     "policy",
@@ -309,7 +330,7 @@ impl Registry {
     pub async fn promote(&self, model: &str, version: &str) -> Result<ModelReport, ServingError> {
         let _change = self.changes.lock().await;
         let model = self.model(model)?;
-        let before = deployment_value(&model);
+        let before = Before::of(&model);
         let loaded = self.ensure_loaded(&model, version).await?;
         if model
             .deployment
@@ -350,7 +371,7 @@ impl Registry {
                 model.name
             )));
         }
-        let before = deployment_value(&model);
+        let before = Before::of(&model);
         let loaded = self.ensure_loaded(&model, version).await?;
         let shadow = self.start_shadow(loaded, fraction, &model);
         let mut shadows = Self::without_shadow(&model, version);
@@ -426,7 +447,7 @@ impl Registry {
     ) -> Result<ModelReport, ServingError> {
         let _change = self.changes.lock().await;
         let model = self.model(model)?;
-        let before = deployment_value(&model);
+        let before = Before::of(&model);
         apply(&model)?;
         self.record("admin", action, &model, before).await?;
         Ok(ModelReport::of(&model))
@@ -439,7 +460,7 @@ impl Registry {
     pub async fn rollback(&self, model: &str) -> Result<ModelReport, ServingError> {
         let _change = self.changes.lock().await;
         let model = self.model(model)?;
-        let before = deployment_value(&model);
+        let before = Before::of(&model);
         let current = model.deployment.champion().map(|c| c.version.clone());
         let mut unloadable: Vec<(String, String)> = Vec::new();
         while let Some(previous) = model.deployment.pop_history() {
@@ -526,7 +547,7 @@ impl Registry {
                     models.insert(model_dir.name.clone(), Arc::clone(&state));
                     models
                 });
-                self.record("rescan", "new model", &state, Value::Null)
+                self.record("rescan", "new model", &state, Before::nothing())
                     .await?;
                 continue;
             };
@@ -544,7 +565,7 @@ impl Registry {
                     versions.push(entry.clone());
                     versions.sort_by(|a, b| compare_versions(&a.version, &b.version));
                 });
-                let before = deployment_value(&model);
+                let before = Before::of(&model);
                 let deployed_as = match entry.ready() {
                     Some(loaded) => self.apply_policy(&model, Arc::clone(loaded)),
                     None => "idle",
@@ -592,7 +613,7 @@ impl Registry {
                 .rev()
                 .find_map(|v| v.ready().cloned())
         {
-            let before = deployment_value(&state);
+            let before = Before::of(&state);
             state.deployment.set_champion_quietly(champion);
             self.record("admin", "load", &state, before).await?;
         }
@@ -639,7 +660,7 @@ impl Registry {
                 version: version.to_string(),
             });
         }
-        let before = deployment_value(&state);
+        let before = Before::of(&state);
         state.with_versions(|versions| {
             if let Some(entry) = versions.iter_mut().find(|v| v.version == version) {
                 entry.status = VersionStatus::Unloaded;
@@ -648,6 +669,31 @@ impl Registry {
         self.record("admin", &format!("unload {version}"), &state, before)
             .await?;
         Ok(ModelReport::of(&state))
+    }
+}
+
+/// A model's deployment before a change: as JSON for the audit log, and as a snapshot to put
+/// back if the change cannot be saved.
+#[derive(Clone)]
+struct Before {
+    value: Value,
+    snapshot: Option<crate::serving::deployment::DeploymentSnapshot>,
+}
+
+impl Before {
+    fn of(model: &ModelState) -> Before {
+        Before {
+            value: deployment_value(model),
+            snapshot: Some(model.deployment.snapshot()),
+        }
+    }
+
+    /// For a model that did not exist before the change.
+    fn nothing() -> Before {
+        Before {
+            value: Value::Null,
+            snapshot: None,
+        }
     }
 }
 

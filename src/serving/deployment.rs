@@ -38,6 +38,17 @@ impl std::fmt::Display for DeployPolicy {
     }
 }
 
+/// Everything a deployment holds, taken before a change so that the change can be undone when it
+/// cannot be made durable.
+#[derive(Debug, Clone)]
+pub struct DeploymentSnapshot {
+    champion: Option<Arc<LoadedVersion>>,
+    shadows: Arc<Vec<Arc<Shadow>>>,
+    threshold: f64,
+    policy: DeployPolicy,
+    history: Vec<String>,
+}
+
 /// Most previous champions remembered for rollback.
 const HISTORY_LIMIT: usize = 100;
 
@@ -61,6 +72,26 @@ impl Deployment {
             policy: Mutex::new(policy),
             history: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The whole deployment as it is now.
+    pub fn snapshot(&self) -> DeploymentSnapshot {
+        DeploymentSnapshot {
+            champion: self.champion(),
+            shadows: self.shadows(),
+            threshold: self.threshold(),
+            policy: self.policy(),
+            history: self.history(),
+        }
+    }
+
+    /// Puts back a snapshot taken earlier (each part is one store).
+    pub fn restore(&self, snapshot: DeploymentSnapshot) {
+        self.champion.store(snapshot.champion);
+        self.shadows.store(snapshot.shadows);
+        self.set_threshold(snapshot.threshold);
+        self.set_policy(snapshot.policy);
+        self.set_history(snapshot.history);
     }
 
     /// The current champion (one atomic load).
