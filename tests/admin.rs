@@ -60,15 +60,7 @@ async fn admin_raw(
         .send()
         .await
         .expect("admin call sent");
-    let status = response.status();
-    let bytes = response.bytes().await.expect("body");
-    let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-        panic!(
-            "{path}: response is not JSON: {}",
-            String::from_utf8_lossy(&bytes)
-        )
-    });
-    (status, json)
+    common::json_response(path, response).await
 }
 
 /// `GET /admin/models/{model}`, which must succeed.

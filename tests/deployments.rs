@@ -110,11 +110,7 @@ async fn swap_under_load_fails_no_request() {
         100,
         "history is bounded"
     );
-    Arc::try_unwrap(gateway)
-        .ok()
-        .expect("sole owner")
-        .stop()
-        .await;
+    TestGateway::stop_shared(gateway).await;
 }
 
 #[tokio::test]

@@ -131,15 +131,7 @@ async fn drift_is_found_on_the_shifted_feature_only() {
         assert_eq!(p < threshold, index == shifted_feature, "{feature}");
     }
 
-    let metrics = gateway
-        .client
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gateway.metrics_text().await;
     let name = &reference.features[shifted_feature];
     assert!(
         metrics.contains("vigil_drift_dataset{model=\"breast_cancer\",version=\"1\"} 1"),
@@ -222,15 +214,7 @@ async fn outlier_scores_are_returned_on_request_and_counted() {
         .expect("outlier rate");
     let expected = (5 + high) as f64 / 205.0;
     assert!((rate - expected).abs() < 1e-12, "{rate} vs {expected}");
-    let metrics = gateway
-        .client
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gateway.metrics_text().await;
     assert!(
         metrics.contains(&format!(
             "vigil_outliers_total{{model=\"diabetes\",version=\"2\"}} {}",
@@ -334,15 +318,7 @@ async fn the_monitoring_view_and_metrics_follow_the_traffic() {
             == 41
     );
 
-    let metrics = gateway
-        .client
-        .get(gateway.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = gateway.metrics_text().await;
     for expected in [
         "vigil_requests_total{model=\"iris\",version=\"3\",role=\"champion\",protocol=\"v2\",status=\"2xx\"} 40",
         "vigil_requests_total{model=\"iris\",version=\"3\",role=\"champion\",protocol=\"v1\",status=\"2xx\"} 1",

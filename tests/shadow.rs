@@ -201,11 +201,7 @@ async fn a_slow_shadow_never_changes_the_champion_and_overflow_is_counted() {
         "the slow shadow is slower: {figures}"
     );
     assert!(figures["shadow_latency_p99"].as_f64().expect("p99") >= shadow_p50);
-    Arc::try_unwrap(gateway)
-        .ok()
-        .expect("sole owner")
-        .stop()
-        .await;
+    TestGateway::stop_shared(gateway).await;
 }
 
 #[tokio::test]

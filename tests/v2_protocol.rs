@@ -373,9 +373,5 @@ async fn two_hundred_concurrent_mixed_requests_are_all_correct() {
         task.await
             .expect("request task completed without panicking");
     }
-    std::sync::Arc::try_unwrap(gateway)
-        .ok()
-        .expect("sole owner")
-        .stop()
-        .await;
+    TestGateway::stop_shared(gateway).await;
 }

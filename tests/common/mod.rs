@@ -189,16 +189,22 @@ impl TestGateway {
         for (name, value) in headers {
             request = request.header(*name, *value);
         }
-        let response = request.send().await.expect("POST sent");
-        let status = response.status();
-        let bytes = response.bytes().await.expect("body");
-        let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
-            panic!(
-                "{path}: response is not JSON: {}",
-                String::from_utf8_lossy(&bytes)
-            )
-        });
-        (status, json)
+        json_response(path, request.send().await.expect("POST sent")).await
+    }
+
+    /// The Prometheus text at `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let response = self.client.get(self.url("/metrics")).send().await;
+        response.expect("metrics").text().await.expect("text")
+    }
+
+    /// Stops a gateway shared between tasks, once every task has let go of it.
+    pub async fn stop_shared(gateway: std::sync::Arc<TestGateway>) {
+        std::sync::Arc::try_unwrap(gateway)
+            .ok()
+            .expect("sole owner")
+            .stop()
+            .await;
     }
 
     /// Signals shutdown and waits for the gateway to stop; panics if it stopped with an error.
@@ -319,4 +325,17 @@ pub fn assert_threshold_outputs(response: &Value, threshold: f64) {
             "row {row}: accepted at {threshold}"
         );
     }
+}
+
+/// Status and JSON body of a response; panics with the body when it is not JSON.
+pub async fn json_response(path: &str, response: reqwest::Response) -> (StatusCode, Value) {
+    let status = response.status();
+    let bytes = response.bytes().await.expect("body");
+    let json = serde_json::from_slice(&bytes).unwrap_or_else(|_| {
+        panic!(
+            "{path}: response is not JSON: {}",
+            String::from_utf8_lossy(&bytes)
+        )
+    });
+    (status, json)
 }
