@@ -8,9 +8,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::time::Duration;
 use vigil::metrics::Metrics;
-use vigil::monitor::{
-    MonitorSettings, OutlierModel, ReferenceProfile, TrafficRole, VersionMonitor,
-};
+use vigil::monitor::{MonitorSettings, Observation, ReferenceProfile, TrafficRole, VersionMonitor};
+use vigil::repository::Reference;
 
 const FEATURES: usize = 30;
 const REFERENCE_ROWS: usize = 10_000;
@@ -29,24 +28,12 @@ fn rows(rng: &mut fastrand::Rng, n: usize, shift: f64) -> Vec<Vec<f64>> {
         .collect()
 }
 
-fn monitor(reference: &[Vec<f64>]) -> VersionMonitor {
-    let mut columns = (0..FEATURES)
-        .map(|_| Vec::with_capacity(reference.len()))
-        .collect::<Vec<_>>();
-    for row in reference {
-        for (column, value) in columns.iter_mut().zip(row) {
-            column.push(*value);
-        }
-    }
-    for column in &mut columns {
-        column.sort_by(f64::total_cmp);
-    }
-    let profile = ReferenceProfile {
+fn monitor(reference: Vec<Vec<f64>>) -> VersionMonitor {
+    let reference = Reference {
         features: (0..FEATURES).map(|f| format!("f{f}")).collect(),
-        columns,
-        predictions: Vec::new(),
-        outliers: OutlierModel::fit(reference).ok(),
+        rows: reference,
     };
+    let profile = ReferenceProfile::build(&reference, Vec::new());
     VersionMonitor::new(
         "bench",
         "1",
@@ -63,41 +50,36 @@ fn monitor(reference: &[Vec<f64>]) -> VersionMonitor {
     )
 }
 
+/// A champion observation of `rows` input rows with their outlier `scores`.
+fn observation(inputs: Vec<f64>, scores: Option<Vec<f32>>, rows: usize) -> Observation {
+    Observation {
+        role: TrafficRole::Champion,
+        rows,
+        inference: Duration::ZERO,
+        inputs: Some(inputs),
+        outlier_scores: scores,
+        predictions: None,
+        classes: None,
+        threshold: None,
+    }
+}
+
 fn monitoring(c: &mut Criterion) {
     let mut rng = fastrand::Rng::with_seed(42);
-    let reference = rows(&mut rng, REFERENCE_ROWS, 0.0);
-    let monitor = monitor(&reference);
+    let monitor = monitor(rows(&mut rng, REFERENCE_ROWS, 0.0));
     let window: Vec<f64> = rows(&mut rng, WINDOW_ROWS, 0.1)
         .into_iter()
         .flatten()
         .collect();
-    monitor.observe(
-        TrafficRole::Champion,
-        Some(&window),
-        None,
-        None,
-        None,
-        None,
-        WINDOW_ROWS,
-        Duration::ZERO,
-    );
+    let row: Vec<f64> = window[..FEATURES].to_vec();
+    monitor.record(&observation(window, None, WINDOW_ROWS));
     c.bench_function("evaluate_window_1000x30_vs_10000", |b| {
         b.iter(|| black_box(monitor.evaluate()))
     });
-    let row: Vec<f64> = window[..FEATURES].to_vec();
     c.bench_function("record_one_row_30_features", |b| {
         b.iter(|| {
             let scores = monitor.outlier_scores(black_box(&row));
-            monitor.observe(
-                TrafficRole::Champion,
-                Some(&row),
-                scores.as_deref(),
-                None,
-                None,
-                None,
-                1,
-                Duration::ZERO,
-            );
+            monitor.record(&observation(row.clone(), scores, 1));
         })
     });
 }

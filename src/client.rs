@@ -29,6 +29,7 @@ pub enum ClientError {
 pub struct AdminClient {
     base: String,
     token: Option<String>,
+    if_revision: Option<u64>,
     http: reqwest::Client,
 }
 
@@ -38,8 +39,16 @@ impl AdminClient {
         AdminClient {
             base: base.trim_end_matches('/').to_string(),
             token,
+            if_revision: None,
             http: reqwest::Client::new(),
         }
+    }
+
+    /// Makes every change conditional on the model's deployment being at `revision`
+    /// (`If-Match`): a change made meanwhile by someone else is refused instead of overwritten.
+    pub fn if_revision(mut self, revision: Option<u64>) -> AdminClient {
+        self.if_revision = revision;
+        self
     }
 
     async fn call(
@@ -49,9 +58,13 @@ impl AdminClient {
         body: Option<Value>,
     ) -> Result<Value, ClientError> {
         let url = format!("{}{path}", self.base);
+        let changes = method != Method::GET;
         let mut request = self.http.request(method, &url);
         if let Some(token) = &self.token {
             request = request.bearer_auth(token);
+        }
+        if let Some(revision) = self.if_revision.filter(|_| changes) {
+            request = request.header(reqwest::header::IF_MATCH, format!("\"{revision}\""));
         }
         if let Some(body) = body {
             request = request.json(&body);
@@ -240,11 +253,12 @@ pub fn render_models(report: &Value) -> String {
     let mut out = table(&rows);
     for model in &models {
         out.push_str(&format!(
-            "\n{}: champion {}, threshold {}, policy {}, history [{}]\n",
+            "\n{}: champion {}, threshold {}, policy {}, revision {}, history [{}]\n",
             text(&model["name"]),
             text(&model["champion"]),
             text(&model["threshold"]),
             text(&model["policy"]),
+            text(&model["revision"]),
             model["history"]
                 .as_array()
                 .map(|h| h.iter().map(text).collect::<Vec<_>>().join(", "))

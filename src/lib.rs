@@ -32,7 +32,7 @@ pub mod monitor;
 pub mod repository;
 pub mod serving;
 pub mod shutdown;
-pub mod state;
+pub mod store;
 
 use crate::config::Config;
 use crate::engine::{EngineError, Engines};
@@ -42,7 +42,7 @@ use crate::serving::{
     DeploymentDefaults, LoadContext, MirrorSettings, Registry, RegistrySettings, ServingError,
     ServingOptions,
 };
-use crate::state::{StateError, StateStore};
+use crate::store::{DeploymentStore, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -58,7 +58,7 @@ pub enum StartupError {
     Repository(#[from] RepositoryError),
     /// The deployment state could not be read or written.
     #[error(transparent)]
-    State(#[from] StateError),
+    State(#[from] StoreError),
     /// Saved deployments could not be applied.
     #[error(transparent)]
     Deployments(#[from] ServingError),
@@ -85,10 +85,12 @@ pub async fn load(config: &Config, with_state: bool) -> Result<(Engines, Registr
         "ONNX Runtime loaded"
     );
     let store = if with_state {
-        let store = StateStore::open(&config.state)?;
-        // Refuse to start on an unreadable state file before spending time on the models.
-        store.load()?;
-        Some(store)
+        let dir = config.state.clone();
+        Some(
+            tokio::task::spawn_blocking(move || DeploymentStore::open(&dir))
+                .await
+                .map_err(|e| StartupError::Io(e.to_string()))??,
+        )
     } else {
         None
     };
@@ -119,13 +121,7 @@ pub async fn load(config: &Config, with_state: bool) -> Result<(Engines, Registr
             outlier_cut: config.outlier_cut,
         },
     };
-    let registry =
-        tokio::task::spawn_blocking(move || Registry::load(&models, loader, settings, store))
-            .await
-            .map_err(|e| StartupError::Io(e.to_string()))??;
-    if with_state {
-        registry.restore().await?;
-    }
+    let registry = Registry::start(&models, loader, settings, store).await?;
     Ok((engines, registry))
 }
 
@@ -141,8 +137,16 @@ pub async fn run(
 ) -> Result<(), StartupError> {
     let (_engines, registry) = load(&config, true).await?;
     for model in registry.models() {
-        if let Some(champion) = model.deployment.champion() {
-            tracing::info!(model = %model.name, champion = %champion.version, threshold = model.deployment.threshold(), policy = %model.deployment.policy(), "deployment");
+        let state = model.deployment();
+        if let Some(champion) = &state.champion {
+            tracing::info!(
+                model = %state.model,
+                revision = state.revision,
+                champion = %champion.version,
+                threshold = state.threshold,
+                policy = %state.policy,
+                "deployment"
+            );
         }
     }
     let registry = Arc::new(registry);

@@ -51,6 +51,10 @@ struct AdminArgs {
     /// Admin token (as configured on the gateway).
     #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Make the change only if the model's deployment is still at this revision (sent as
+    /// `If-Match`); otherwise it is refused with the current deployment.
+    #[arg(long, global = true)]
+    if_revision: Option<u64>,
     #[command(subcommand)]
     action: AdminAction,
 }
@@ -164,7 +168,7 @@ fn print_table(rows: &[Vec<String>]) {
 }
 
 async fn admin(args: AdminArgs) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::new(&args.url, args.token);
+    let client = AdminClient::new(&args.url, args.token).if_revision(args.if_revision);
     let output = match args.action {
         AdminAction::Models { model: None } => render_models(&client.models().await?),
         AdminAction::Models { model: Some(model) } => render_models(&client.model(&model).await?),
@@ -210,7 +214,8 @@ async fn check(dir: PathBuf, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCod
     ];
     let mut failed = 0;
     for model in registry.models() {
-        for version in &model.versions() {
+        let deployment = model.deployment();
+        for version in &deployment.versions {
             let meta = version.metadata.as_ref();
             let (inputs, outputs, status) = match &version.status {
                 VersionStatus::Ready(loaded) => (
@@ -225,7 +230,7 @@ async fn check(dir: PathBuf, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCod
                 VersionStatus::Unloaded => ("-".into(), "-".into(), "unloaded".into()),
             };
             rows.push(vec![
-                model.name.clone(),
+                deployment.model.clone(),
                 version.version.clone(),
                 meta.map_or("-".into(), |m| m.task.to_string()),
                 meta.map_or("-".into(), |m| m.engine.to_string()),

@@ -45,6 +45,15 @@ async fn champion(gateway: &TestGateway, model: &str) -> Value {
 async fn swap_under_load_fails_no_request() {
     let state = tempfile::tempdir().expect("state dir");
     let gateway = Arc::new(TestGateway::start_in(config(&models_dir(), state.path())).await);
+    // The first swap is answered before the clients start: from then on only 1 and 2 serve.
+    let (status, report) = gateway
+        .admin(
+            Method::PUT,
+            "/admin/models/iris/champion",
+            Some(json!({"version": "2"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{report}");
     let stop = Arc::new(AtomicBool::new(false));
     let served = Arc::new(AtomicUsize::new(0));
     let mut clients = Vec::new();
@@ -184,17 +193,30 @@ async fn deployments_survive_a_restart() {
 #[tokio::test]
 async fn a_corrupt_state_file_refuses_start_up() {
     let state = tempfile::tempdir().expect("state dir");
-    let file = state.path().join("deployments.json");
-    std::fs::write(&file, "{\"format\": 1, \"models\": {\"iris\": ").expect("write");
+    let file = common::state_file(state.path(), "iris");
+    std::fs::create_dir_all(file.parent().expect("deployments dir")).expect("mkdir");
+    let broken = "{\"format\": 2, \"model\": \"iris\", \"deployment\": ";
+    std::fs::write(&file, broken).expect("write");
     let error = TestGateway::start_expecting_failure(config(&models_dir(), state.path())).await;
     let message = error.to_string();
-    assert!(message.contains("deployments.json"), "{message}");
+    assert!(message.contains(&file.display().to_string()), "{message}");
     assert!(message.contains("move it away"), "{message}");
     assert_eq!(
         std::fs::read_to_string(&file).expect("still there"),
-        "{\"format\": 1, \"models\": {\"iris\": ",
+        broken,
         "the file is never replaced silently"
     );
+
+    // The single state file of earlier releases is checked as strictly before it is migrated.
+    let legacy_state = tempfile::tempdir().expect("state dir");
+    let legacy = legacy_state.path().join("deployments.json");
+    std::fs::write(&legacy, "{\"format\": 1, \"models\": {\"iris\": ").expect("write");
+    let error =
+        TestGateway::start_expecting_failure(config(&models_dir(), legacy_state.path())).await;
+    let message = error.to_string();
+    assert!(message.contains("deployments.json"), "{message}");
+    assert!(message.contains("move it away"), "{message}");
+    assert!(legacy.exists(), "the file is never replaced silently");
 }
 
 #[tokio::test]
@@ -311,14 +333,70 @@ async fn unversioned_requests_name_the_champion_and_versioned_ones_their_version
     gateway.stop().await;
 }
 
+/// Makes a file immutable (`chattr +i`) until dropped: even root cannot replace it, so a save
+/// that must rename over it fails for real.
+struct Immutable(std::path::PathBuf);
+
+impl Immutable {
+    fn new(path: &Path) -> Immutable {
+        let output = std::process::Command::new("chattr")
+            .arg("+i")
+            .arg(path)
+            .output()
+            .expect("chattr runs (install it with `apt-get install e2fsprogs`)");
+        assert!(
+            output.status.success(),
+            "chattr +i {} failed: {}; this test needs root (CAP_LINUX_IMMUTABLE) on a file system \
+             with immutable files (ext4, xfs, btrfs)",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Immutable(path.to_path_buf())
+    }
+}
+
+impl Drop for Immutable {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("chattr")
+            .arg("-i")
+            .arg(&self.0)
+            .status();
+    }
+}
+
 #[tokio::test]
-async fn a_change_that_cannot_be_saved_is_undone() {
+async fn a_change_that_cannot_be_saved_is_never_served() {
     let state = tempfile::tempdir().expect("state dir");
-    let gateway = TestGateway::start_in(config(&models_dir(), state.path())).await;
+    let gateway = Arc::new(TestGateway::start_in(config(&models_dir(), state.path())).await);
     let before = champion(&gateway, "iris").await;
-    // A directory where the state file's temporary copy must go makes every save fail.
-    let blocker = state.path().join("deployments.json.tmp");
-    std::fs::create_dir(&blocker).expect("blocker");
+    let audit_before = std::fs::read(state.path().join("audit.jsonl")).expect("audit log");
+    let file = common::state_file(state.path(), "iris");
+    let immutable = Immutable::new(&file);
+
+    // A reader polls the champion, through inference and the admin report, the whole time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = {
+        let gateway = Arc::clone(&gateway);
+        let stop = Arc::clone(&stop);
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeSet::new();
+            let mut polls = 0;
+            while !stop.load(Ordering::Acquire) || polls < 10 {
+                let (status, body) = gateway
+                    .post_json("/v2/models/iris/infer", &iris_row())
+                    .await;
+                assert_eq!(status, StatusCode::OK, "{body}");
+                seen.insert(body["model_version"].to_string());
+                let report = champion(&gateway, "iris").await;
+                seen.insert(
+                    json!([report["champion"], report["threshold"], report["revision"]])
+                        .to_string(),
+                );
+                polls += 1;
+            }
+            seen
+        })
+    };
     for (method, path, body) in [
         (
             Method::PUT,
@@ -335,27 +413,48 @@ async fn a_change_that_cannot_be_saved_is_undone() {
             "/admin/models/iris/shadows/2",
             Some(json!({"fraction": 0.5})),
         ),
+        (
+            Method::PUT,
+            "/admin/models/iris/policy",
+            Some(json!({"policy": "champion"})),
+        ),
     ] {
         let (status, body) = gateway.admin(method, path, body).await;
         assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{path}: {body}");
+        let error = body["error"].as_str().expect("error");
         assert!(
-            body["error"]
-                .as_str()
-                .expect("error")
-                .contains("cannot write"),
-            "{body}"
+            error.contains(&file.display().to_string()),
+            "{path}: the error names the file: {error}"
         );
         let now = champion(&gateway, "iris").await;
-        for key in ["champion", "shadows", "threshold", "history", "policy"] {
+        for key in [
+            "champion",
+            "shadows",
+            "threshold",
+            "history",
+            "policy",
+            "revision",
+        ] {
             assert_eq!(now[key], before[key], "{path} left `{key}` changed");
         }
     }
-    let (_, body) = gateway
-        .post_json("/v2/models/iris/infer", &iris_row())
-        .await;
-    assert_eq!(body["model_version"], before["champion"]);
+    stop.store(true, Ordering::Release);
+    let seen = reader.await.expect("reader");
+    let expected = std::collections::BTreeSet::from([
+        json!("3").to_string(),
+        json!([before["champion"], before["threshold"], before["revision"]]).to_string(),
+    ]);
+    assert_eq!(
+        seen, expected,
+        "readers only ever saw the deployment before the changes"
+    );
+    assert_eq!(
+        std::fs::read(state.path().join("audit.jsonl")).expect("audit log"),
+        audit_before,
+        "a change that was not saved leaves no audit line"
+    );
 
-    std::fs::remove_dir(&blocker).expect("unblock");
+    drop(immutable);
     let (status, report) = gateway
         .admin(
             Method::PUT,
@@ -365,5 +464,10 @@ async fn a_change_that_cannot_be_saved_is_undone() {
         .await;
     assert_eq!(status, StatusCode::OK, "{report}");
     assert_eq!(report["threshold"], 0.7);
-    gateway.stop().await;
+    assert_eq!(
+        report["revision"],
+        before["revision"].as_u64().expect("revision") + 1,
+        "refused changes used no revision"
+    );
+    TestGateway::stop_shared(gateway).await;
 }

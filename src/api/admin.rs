@@ -1,7 +1,10 @@
 //! Admin handlers: model and deployment views, promote, shadows, thresholds, policies, rollback,
 //! downloads, rescan, and the OIP repository extension's load/unload. Every change is applied by
-//! `serving` and answered with the model's new deployment.
+//! `serving` and answered with the model's new deployment and its revision as the `ETag`; every
+//! change to one model accepts `If-Match: "<revision>"` (412 with the current deployment when
+//! it is stale).
 
+use super::revision::{deployment_response, expected_revision};
 use super::v2_types::parse_json;
 use super::{ApiError, AppState, body};
 use crate::serving::{DeployPolicy, ModelMonitoring, ModelReport, ScanOutcome, ServingError};
@@ -58,7 +61,7 @@ async fn list_models(State(app): State<AppState>) -> Json<ModelList> {
         .registry()
         .models()
         .iter()
-        .map(|m| ModelReport::of(m))
+        .map(|m| ModelReport::of(&m.deployment()))
         .collect();
     Json(ModelList { models })
 }
@@ -66,9 +69,9 @@ async fn list_models(State(app): State<AppState>) -> Json<ModelList> {
 async fn show_model(
     State(app): State<AppState>,
     Path(model): Path<String>,
-) -> Result<Json<ModelReport>, ApiError> {
-    let model = app.registry().model(&model)?;
-    Ok(Json(ModelReport::of(&model)))
+) -> Result<Response, ApiError> {
+    let state = app.registry().deployment(&model)?;
+    Ok(deployment_response(ModelReport::of(&state)))
 }
 
 #[derive(Deserialize)]
@@ -82,11 +85,14 @@ async fn promote(
     Path(model): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<ModelReport>, ApiError> {
+) -> Result<Response, ApiError> {
+    let expected = expected_revision(&headers)?;
     let request: ChampionRequest = json_body(&app, &headers, body).await?;
-    Ok(Json(
-        app.registry().promote(&model, &request.version).await?,
-    ))
+    let report = app
+        .registry()
+        .promote(&model, &request.version, expected)
+        .await?;
+    Ok(deployment_response(report))
 }
 
 #[derive(Deserialize)]
@@ -100,20 +106,27 @@ async fn set_shadow(
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<ModelReport>, ApiError> {
+) -> Result<Response, ApiError> {
+    let expected = expected_revision(&headers)?;
     let request: ShadowRequest = json_body(&app, &headers, body).await?;
-    Ok(Json(
-        app.registry()
-            .set_shadow(&model, &version, request.fraction)
-            .await?,
-    ))
+    let report = app
+        .registry()
+        .set_shadow(&model, &version, request.fraction, expected)
+        .await?;
+    Ok(deployment_response(report))
 }
 
 async fn remove_shadow(
     State(app): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-) -> Result<Json<ModelReport>, ApiError> {
-    Ok(Json(app.registry().remove_shadow(&model, &version).await?))
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let expected = expected_revision(&headers)?;
+    let report = app
+        .registry()
+        .remove_shadow(&model, &version, expected)
+        .await?;
+    Ok(deployment_response(report))
 }
 
 #[derive(Deserialize)]
@@ -127,13 +140,14 @@ async fn set_threshold(
     Path(model): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<ModelReport>, ApiError> {
+) -> Result<Response, ApiError> {
+    let expected = expected_revision(&headers)?;
     let request: ThresholdRequest = json_body(&app, &headers, body).await?;
-    Ok(Json(
-        app.registry()
-            .set_threshold(&model, request.threshold)
-            .await?,
-    ))
+    let report = app
+        .registry()
+        .set_threshold(&model, request.threshold, expected)
+        .await?;
+    Ok(deployment_response(report))
 }
 
 #[derive(Deserialize)]
@@ -147,18 +161,24 @@ async fn set_policy(
     Path(model): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<ModelReport>, ApiError> {
+) -> Result<Response, ApiError> {
+    let expected = expected_revision(&headers)?;
     let request: PolicyRequest = json_body(&app, &headers, body).await?;
-    Ok(Json(
-        app.registry().set_policy(&model, request.policy).await?,
-    ))
+    let report = app
+        .registry()
+        .set_policy(&model, request.policy, expected)
+        .await?;
+    Ok(deployment_response(report))
 }
 
 async fn rollback(
     State(app): State<AppState>,
     Path(model): Path<String>,
-) -> Result<Json<ModelReport>, ApiError> {
-    Ok(Json(app.registry().rollback(&model).await?))
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let expected = expected_revision(&headers)?;
+    let report = app.registry().rollback(&model, expected).await?;
+    Ok(deployment_response(report))
 }
 
 #[derive(Serialize)]
@@ -166,7 +186,17 @@ struct RescanResponse {
     found: Vec<ScanOutcome>,
 }
 
-async fn rescan(State(app): State<AppState>) -> Result<Json<RescanResponse>, ApiError> {
+/// Rescans the repository. It changes any number of models, so it takes no `If-Match`.
+async fn rescan(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<RescanResponse>, ApiError> {
+    if headers.contains_key(header::IF_MATCH) {
+        return Err(ApiError::bad_request(
+            "If-Match",
+            "a rescan changes any number of models; send If-Match with a change to one model",
+        ));
+    }
     Ok(Json(RescanResponse {
         found: app.registry().rescan().await?,
     }))
@@ -220,10 +250,14 @@ async fn load(
     Path(model): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<ModelReport>, ApiError> {
+) -> Result<Response, ApiError> {
+    let expected = expected_revision(&headers)?;
     let version = repository_request(&app, &headers, body).await?;
-    let registry = app.registry();
-    Ok(Json(registry.load_model(&model, version.as_deref()).await?))
+    let report = app
+        .registry()
+        .load_model(&model, version.as_deref(), expected)
+        .await?;
+    Ok(deployment_response(report))
 }
 
 async fn unload(
@@ -231,12 +265,14 @@ async fn unload(
     Path(model): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<ModelReport>, ApiError> {
+) -> Result<Response, ApiError> {
+    let expected = expected_revision(&headers)?;
     let version = repository_request(&app, &headers, body).await?;
-    let registry = app.registry();
-    Ok(Json(
-        registry.unload_version(&model, version.as_deref()).await?,
-    ))
+    let report = app
+        .registry()
+        .unload_version(&model, version.as_deref(), expected)
+        .await?;
+    Ok(deployment_response(report))
 }
 
 /// The version directory as a gzip-compressed tar archive `<model>-<version>/...`.
@@ -244,11 +280,9 @@ async fn download(
     State(app): State<AppState>,
     Path((model, version)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let state = app.registry().model(&model)?;
+    let state = app.registry().deployment(&model)?;
     let entry = state
-        .versions()
-        .into_iter()
-        .find(|v| v.version == version)
+        .entry(&version)
         .ok_or_else(|| ServingError::UnknownVersion {
             model: model.clone(),
             version: version.clone(),
@@ -264,8 +298,12 @@ async fn download(
         builder.into_inner()?.finish()
     })
     .await
-    .map_err(|e| ServingError::Task(e.to_string()))?
-    .map_err(|e| ServingError::Task(format!("cannot archive {model}/{version}: {e}")))?;
+    .map_err(|e| ServingError::interrupted("archiving a version", &e))?
+    .map_err(|e| ServingError::Archive {
+        model: model.clone(),
+        version: version.clone(),
+        reason: e.to_string(),
+    })?;
     let disposition = HeaderValue::from_str(&format!("attachment; filename=\"{prefix}.tar.gz\""))
         .unwrap_or(HeaderValue::from_static("attachment"));
     Ok((

@@ -1,10 +1,13 @@
 //! Reading request bodies: the size limit (413 before reading when `Content-Length` is too
-//! large) and the content types each protocol accepts (415 otherwise).
+//! large, after draining a bounded amount so every client can read it) and the content types
+//! each protocol accepts (415 otherwise).
 
 use super::ApiError;
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use std::time::Duration;
 
 /// The header that marks a body as a JSON header followed by binary tensors.
 pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
@@ -91,13 +94,23 @@ pub fn json_format(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Reads the whole body, refusing more than `limit` bytes.
+/// Most bytes of a too-large body read and thrown away before the 413 is sent, so that a client
+/// that writes its whole body before it reads (Python's `http.client`, curl without
+/// `Expect: 100-continue`) reads the 413 instead of a reset connection.
+const DRAIN_MAX_BYTES: u64 = 64 << 20;
+/// Longest time spent throwing a too-large body away.
+const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
+
+/// Reads the whole body, refusing more than `limit` bytes. A body declared larger than the limit
+/// is refused before any of it is read; either way, up to [`DRAIN_MAX_BYTES`] of the rest is read
+/// and discarded so the client can read the answer, and a connection whose body could not be
+/// drained is closed after it.
 ///
 /// # Errors
 /// [`ApiError::BodyTooLarge`] past the limit, [`ApiError::BodyRead`] when the connection fails.
 pub async fn read_limited(
     headers: &HeaderMap,
-    body: Body,
+    mut body: Body,
     limit: usize,
 ) -> Result<Bytes, ApiError> {
     let declared = headers
@@ -105,15 +118,74 @@ pub async fn read_limited(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|len| len > limit as u64) {
-        return Err(ApiError::BodyTooLarge { limit });
+        let drained =
+            declared.is_some_and(|len| len <= DRAIN_MAX_BYTES) && discard(&mut body).await;
+        return Err(ApiError::BodyTooLarge { limit, drained });
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let too_large = std::error::Error::source(&e)
-            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-        if too_large {
-            ApiError::BodyTooLarge { limit }
-        } else {
-            ApiError::BodyRead(e.to_string())
+    let mut whole = Collected::default();
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if whole.len() + data.len() > limit {
+            let drained = discard(&mut body).await;
+            return Err(ApiError::BodyTooLarge { limit, drained });
         }
-    })
+        whole.push(data);
+    }
+    Ok(whole.into_bytes())
+}
+
+/// Reads and drops the rest of `body`, up to [`DRAIN_MAX_BYTES`] and [`DRAIN_MAX_TIME`]. True
+/// when the body ended within those bounds.
+async fn discard(body: &mut Body) -> bool {
+    let drain = async {
+        let mut seen = 0u64;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return false;
+            };
+            if let Ok(data) = frame.into_data() {
+                seen += data.len() as u64;
+                if seen > DRAIN_MAX_BYTES {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(DRAIN_MAX_TIME, drain)
+        .await
+        .unwrap_or(false)
+}
+
+/// Body chunks, copied together only when there is more than one.
+#[derive(Default)]
+struct Collected {
+    first: Bytes,
+    more: Option<BytesMut>,
+}
+
+impl Collected {
+    fn len(&self) -> usize {
+        self.more.as_ref().map_or(self.first.len(), BytesMut::len)
+    }
+
+    fn push(&mut self, data: Bytes) {
+        match &mut self.more {
+            Some(more) => more.extend_from_slice(&data),
+            None if self.first.is_empty() => self.first = data,
+            None => {
+                let mut more = BytesMut::with_capacity(self.first.len() + data.len());
+                more.extend_from_slice(&self.first);
+                more.extend_from_slice(&data);
+                self.more = Some(more);
+            }
+        }
+    }
+
+    fn into_bytes(self) -> Bytes {
+        self.more.map_or(self.first, BytesMut::freeze)
+    }
 }

@@ -1,8 +1,9 @@
 //! `ApiError` and the one place errors become HTTP status codes and `{"error": ...}` bodies.
 
-use crate::serving::ServingError;
+use super::revision::etag;
+use crate::serving::{ModelReport, ServingError};
 use axum::Json;
-use axum::http::StatusCode;
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -21,10 +22,13 @@ pub enum ApiError {
         expected: String,
     },
     /// The body is larger than the configured limit.
-    #[error("request body exceeds the limit of {limit} bytes")]
+    #[error("request body exceeds the limit of {limit} bytes (--max-body-bytes)")]
     BodyTooLarge {
         /// The limit in bytes.
         limit: usize,
+        /// True when the rest of the body was read and discarded, so the connection can stay
+        /// open; false when it is closed after the answer.
+        drained: bool,
     },
     /// A body in a format the route does not take.
     #[error(
@@ -77,9 +81,12 @@ impl ApiError {
                 ServingError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
                 ServingError::TooManyRows { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ServingError::Conflict(_) => StatusCode::CONFLICT,
-                ServingError::Engine(_) | ServingError::Task(_) | ServingError::State(_) => {
-                    StatusCode::INTERNAL_SERVER_ERROR
-                }
+                ServingError::Stale { .. } => StatusCode::PRECONDITION_FAILED,
+                ServingError::Engine(_)
+                | ServingError::State(_)
+                | ServingError::Repository(_)
+                | ServingError::Archive { .. }
+                | ServingError::Interrupted { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadRequest { .. } | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -93,9 +100,13 @@ impl ApiError {
     }
 }
 
+/// The JSON body of every error: the message, and for a stale `If-Match` the deployment as it
+/// is now (so the caller can decide and retry without another read).
 #[derive(Serialize)]
-struct ErrorBody {
+struct ErrorBody<'a> {
     error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deployment: Option<&'a ModelReport>,
 }
 
 impl IntoResponse for ApiError {
@@ -104,18 +115,30 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
+        let current = match &self {
+            ApiError::Serving(ServingError::Stale { current, .. }) => Some(current.as_ref()),
+            _ => None,
+        };
         let mut response = (
             status,
             Json(ErrorBody {
                 error: self.to_string(),
+                deployment: current,
             }),
         )
             .into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                axum::http::header::WWW_AUTHENTICATE,
-                axum::http::HeaderValue::from_static("Bearer"),
-            );
+        let headers = response.headers_mut();
+        if let Some(current) = current {
+            headers.insert(header::ETAG, etag(current.revision));
+        }
+        match self {
+            ApiError::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::BodyTooLarge { drained: false, .. } => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
         }
         response
     }

@@ -33,6 +33,7 @@ mod body;
 mod error;
 mod health;
 mod observe;
+mod revision;
 mod v1;
 mod v2;
 pub mod v2_types;

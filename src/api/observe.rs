@@ -59,10 +59,7 @@ where
     let (version, role, outcome) = match route {
         Ok(route) => {
             let version = Arc::clone(&route.version);
-            let role = match route.role {
-                crate::serving::Role::Champion => TrafficRole::Champion,
-                crate::serving::Role::Direct => TrafficRole::Direct,
-            };
+            let role = route.role.traffic();
             (Some(version), role, handler(route).await)
         }
         Err(error) => (None, TrafficRole::Champion, Err(ApiError::from(error))),

@@ -8,7 +8,7 @@ use crate::engine::{DataType, Tensor, TensorData};
 use crate::monitor::Protocol;
 use crate::serving::{
     ACCEPTED_OUTPUT, CONFIDENCE_OUTPUT, LoadedVersion, NamedInput, PredictOptions, Route,
-    RowPrediction, VersionStatus, row_predictions,
+    RowPrediction, row_predictions,
 };
 use axum::Json;
 use axum::body::Body;
@@ -96,10 +96,9 @@ struct StatusResponse<'a> {
 }
 
 fn status(app: &AppState, path: &V1Path) -> Result<Response, ApiError> {
-    let entry = app.registry().model(&path.model)?;
-    let versions = entry.versions();
+    let deployment = app.registry().deployment(&path.model)?;
     if let Some(version) = &path.version
-        && !versions.iter().any(|v| &v.version == version)
+        && deployment.entry(version).is_none()
     {
         return Err(crate::serving::ServingError::UnknownVersion {
             model: path.model.clone(),
@@ -107,38 +106,28 @@ fn status(app: &AppState, path: &V1Path) -> Result<Response, ApiError> {
         }
         .into());
     }
-    let statuses = versions
+    let statuses = deployment
+        .versions
         .iter()
         .filter(|v| {
             path.version
                 .as_ref()
                 .is_none_or(|wanted| &v.version == wanted)
         })
-        .map(|v| match &v.status {
-            VersionStatus::Ready(_) => VersionStatusBody {
+        .map(|v| {
+            let reason = v.status.reason();
+            VersionStatusBody {
                 version: &v.version,
-                state: "AVAILABLE",
+                state: if reason.is_none() { "AVAILABLE" } else { "END" },
                 status: StatusDetail {
-                    error_code: "OK",
-                    error_message: "",
+                    error_code: if reason.is_none() {
+                        "OK"
+                    } else {
+                        "UNAVAILABLE"
+                    },
+                    error_message: reason.unwrap_or_default(),
                 },
-            },
-            VersionStatus::Failed(reason) => VersionStatusBody {
-                version: &v.version,
-                state: "END",
-                status: StatusDetail {
-                    error_code: "UNAVAILABLE",
-                    error_message: reason,
-                },
-            },
-            VersionStatus::Unloaded => VersionStatusBody {
-                version: &v.version,
-                state: "END",
-                status: StatusDetail {
-                    error_code: "UNAVAILABLE",
-                    error_message: "unloaded",
-                },
-            },
+            }
         })
         .collect();
     Ok(Json(StatusResponse {

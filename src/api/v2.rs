@@ -9,7 +9,7 @@ use super::v2_types::{
 use super::{ApiError, AppState, binary};
 use crate::engine::{Tensor, TensorData, TensorSpec};
 use crate::monitor::Protocol;
-use crate::serving::{PredictOptions, Prediction, Route, VersionStatus};
+use crate::serving::{PredictOptions, Prediction, Route};
 
 /// Name of the per-row outlier score output, returned when a request asks for it with
 /// `"parameters": {"outlier_score": true}` (or lists it in `outputs`).
@@ -78,8 +78,9 @@ pub async fn model_metadata(
     Path(model): Path<String>,
 ) -> Result<Response, ApiError> {
     let route = app.registry().route(&model, None)?;
-    let versions = route.model.versions();
-    let ready = versions
+    let ready = route
+        .deployment
+        .versions
         .iter()
         .filter(|v| v.ready().is_some())
         .map(|v| v.version.as_str())
@@ -218,7 +219,7 @@ async fn run_infer(
         }
     };
     let mut request = parse_request(json)?;
-    let id = request.client_id().unwrap_or_else(|| app.next_request_id());
+    let id = request.id.take().unwrap_or_else(|| app.next_request_id());
     let mut outputs = request.outputs.take();
     let listed_score = outputs
         .as_ref()
@@ -370,24 +371,28 @@ pub async fn repository_index(
         serde_json::from_slice(&bytes)
             .map_err(|e| super::v2_types::json_error("body".into(), &e))?
     };
-    let models = app.registry().models();
-    let versions: Vec<_> = models.iter().map(|m| (m, m.versions())).collect();
+    let deployments: Vec<_> = app
+        .registry()
+        .models()
+        .iter()
+        .map(|m| m.deployment())
+        .collect();
     let mut entries = Vec::new();
-    for (model, versions) in &versions {
-        for version in versions {
-            let (state, reason) = match &version.status {
-                VersionStatus::Ready(_) => ("READY", ""),
-                VersionStatus::Failed(reason) => ("UNAVAILABLE", reason.as_str()),
-                VersionStatus::Unloaded => ("UNAVAILABLE", "unloaded"),
-            };
-            if filter.ready && state != "READY" {
+    for deployment in &deployments {
+        for version in &deployment.versions {
+            let reason = version.status.reason();
+            if filter.ready && reason.is_some() {
                 continue;
             }
             entries.push(IndexEntry {
-                name: &model.name,
+                name: &deployment.model,
                 version: &version.version,
-                state,
-                reason,
+                state: if reason.is_none() {
+                    "READY"
+                } else {
+                    "UNAVAILABLE"
+                },
+                reason: reason.unwrap_or_default(),
             });
         }
     }

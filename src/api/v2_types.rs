@@ -17,9 +17,9 @@ pub const MAX_DATA_DEPTH: usize = 32;
 /// `POST .../infer` body (the JSON part).
 #[derive(Debug, Deserialize)]
 pub struct InferRequest {
-    /// Client request id, echoed in the response.
+    /// Client request id, echoed in the response (a string, as the protocol says).
     #[serde(default)]
-    pub id: Option<Value>,
+    pub id: Option<String>,
     /// Request parameters (`binary_data_output`, ...); unknown ones are accepted and ignored.
     #[serde(default)]
     pub parameters: Option<Map<String, Value>>,
@@ -232,15 +232,6 @@ impl InferRequest {
                 "parameters.outlier_score",
                 "expected true or false",
             )),
-        }
-    }
-
-    /// The id to echo: the client's (strings as they are, numbers as text).
-    pub fn client_id(&self) -> Option<String> {
-        match self.id.as_ref()? {
-            Value::String(s) => Some(s.clone()),
-            Value::Null => None,
-            other => Some(other.to_string()),
         }
     }
 

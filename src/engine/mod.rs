@@ -51,11 +51,12 @@ pub trait Model: Send + Sync {
     fn signature(&self) -> &Signature;
 
     /// Runs one inference. `inputs` are in signature order and already of the declared element
-    /// types; the outputs come back in signature order.
+    /// types (borrowed, so the caller can still read them for monitoring); the outputs come back
+    /// in signature order.
     ///
     /// # Errors
     /// [`EngineError::Run`] when the runtime rejects the inputs or fails.
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError>;
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, EngineError>;
 }
 
 /// Which engine runs a version.

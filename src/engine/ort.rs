@@ -219,23 +219,51 @@ impl OrtModel {
     }
 }
 
-fn to_value(tensor: Tensor) -> Result<DynValue, ort::Error> {
-    use ort::value::Tensor as OrtTensor;
-    let (shape, data) = tensor.into_parts();
-    Ok(match data {
-        TensorData::Bool(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::U8(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::U16(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::U32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::U64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::I8(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::I16(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::I32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::I64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::F16(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::F32(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::F64(v) => OrtTensor::from_array((shape, v))?.into_dyn(),
-        TensorData::String(v) => OrtTensor::from_string_array((shape, v.as_slice()))?.into_dyn(),
+/// Borrows `tensor` as an ONNX Runtime input: numeric data is viewed in place, strings are
+/// copied (ONNX Runtime owns its string tensors).
+fn to_value(tensor: &Tensor) -> Result<SessionInputValue<'_>, ort::Error> {
+    use ort::value::{Tensor as OrtTensor, TensorRef};
+    let shape = tensor.shape().to_vec();
+    Ok(match tensor.data() {
+        TensorData::Bool(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::U8(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::U16(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::U32(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::U64(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::I8(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::I16(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::I32(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::I64(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::F16(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::F32(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::F64(v) => TensorRef::from_array_view((shape, &v[..]))?
+            .into_dyn()
+            .into(),
+        TensorData::String(v) => OrtTensor::from_string_array((shape, v.as_slice()))?
+            .into_dyn()
+            .into(),
     })
 }
 
@@ -279,13 +307,13 @@ impl Model for OrtModel {
         &self.signature
     }
 
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, EngineError> {
         let run_error = |e: ort::Error| EngineError::Run(e.to_string());
         let mut values: Vec<(Cow<'_, str>, SessionInputValue<'_>)> =
             Vec::with_capacity(inputs.len());
         for (spec, tensor) in self.signature.inputs.iter().zip(inputs) {
             let value = to_value(tensor).map_err(run_error)?;
-            values.push((Cow::Borrowed(spec.name.as_str()), value.into()));
+            values.push((Cow::Borrowed(spec.name.as_str()), value));
         }
         self.with_session(|session| {
             let outputs = session.run(values).map_err(run_error)?;

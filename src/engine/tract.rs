@@ -245,22 +245,22 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "no message".into())
 }
 
-fn to_value(tensor: Tensor) -> TractResult<TValue> {
+fn to_value(tensor: &Tensor) -> TractResult<TValue> {
     use tract_onnx::prelude::Tensor as TractTensor;
-    let (shape, data) = tensor.into_parts();
-    let tensor = match &data {
-        TensorData::Bool(v) => TractTensor::from_shape(&shape, v),
-        TensorData::U8(v) => TractTensor::from_shape(&shape, v),
-        TensorData::U16(v) => TractTensor::from_shape(&shape, v),
-        TensorData::U32(v) => TractTensor::from_shape(&shape, v),
-        TensorData::U64(v) => TractTensor::from_shape(&shape, v),
-        TensorData::I8(v) => TractTensor::from_shape(&shape, v),
-        TensorData::I16(v) => TractTensor::from_shape(&shape, v),
-        TensorData::I32(v) => TractTensor::from_shape(&shape, v),
-        TensorData::I64(v) => TractTensor::from_shape(&shape, v),
-        TensorData::F16(v) => TractTensor::from_shape(&shape, v),
-        TensorData::F32(v) => TractTensor::from_shape(&shape, v),
-        TensorData::F64(v) => TractTensor::from_shape(&shape, v),
+    let shape = tensor.shape();
+    let tensor = match tensor.data() {
+        TensorData::Bool(v) => TractTensor::from_shape(shape, v),
+        TensorData::U8(v) => TractTensor::from_shape(shape, v),
+        TensorData::U16(v) => TractTensor::from_shape(shape, v),
+        TensorData::U32(v) => TractTensor::from_shape(shape, v),
+        TensorData::U64(v) => TractTensor::from_shape(shape, v),
+        TensorData::I8(v) => TractTensor::from_shape(shape, v),
+        TensorData::I16(v) => TractTensor::from_shape(shape, v),
+        TensorData::I32(v) => TractTensor::from_shape(shape, v),
+        TensorData::I64(v) => TractTensor::from_shape(shape, v),
+        TensorData::F16(v) => TractTensor::from_shape(shape, v),
+        TensorData::F32(v) => TractTensor::from_shape(shape, v),
+        TensorData::F64(v) => TractTensor::from_shape(shape, v),
         TensorData::String(_) => {
             anyhow::bail!("tract cannot run string tensors")
         }
@@ -293,10 +293,10 @@ fn from_value(value: &TValue, dtype: DataType) -> TractResult<Tensor> {
 }
 
 impl TractModel {
-    fn run_plan(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+    fn run_plan(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, EngineError> {
         let run_error = |e: TractError| EngineError::Run(format!("{e:#}"));
         let values = inputs
-            .into_iter()
+            .iter()
             .map(to_value)
             .collect::<TractResult<_>>()
             .map_err(run_error)?;
@@ -325,7 +325,7 @@ impl Model for TractModel {
         &self.signature
     }
 
-    fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+    fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, EngineError> {
         if inputs.len() != self.signature.inputs.len() {
             return Err(EngineError::Run(format!(
                 "the model takes {} inputs, {} given",
@@ -385,7 +385,7 @@ mod tests {
         for rows in [1usize, 5, 33] {
             let input = Tensor::new(vec![rows, 4], TensorData::F32(vec![5.0; rows * 4]))
                 .expect("valid shape");
-            let outputs = mlp.run(vec![input]).expect("runs");
+            let outputs = mlp.run(&[input]).expect("runs");
             assert_eq!(outputs[0].shape(), &[rows]);
             assert_eq!(outputs[0].dtype(), DataType::I64);
             assert_eq!(outputs[1].shape(), &[rows, 3]);

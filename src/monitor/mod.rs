@@ -6,7 +6,10 @@
 mod compare;
 mod drift;
 mod latency;
+mod observation;
 mod outlier;
+mod reference;
+mod report;
 mod version;
 mod window;
 
@@ -15,9 +18,9 @@ pub use self::drift::{
     DriftDecision, KsTest, bonferroni, kolmogorov_sf, ks_statistic, ks_two_sample,
 };
 pub use self::latency::LatencyWindow;
+pub use self::observation::{Observation, ThresholdOutcome};
 pub use self::outlier::{OutlierError, OutlierModel};
-pub use self::version::{
-    ClassCounts, DriftReport, FeatureDrift, MonitorSettings, MonitorSummary, PredictionSummary,
-    Protocol, ReferenceProfile, TrafficRole, VersionMonitor,
-};
+pub use self::reference::ReferenceProfile;
+pub use self::report::{ClassCounts, DriftReport, FeatureDrift, MonitorSummary, PredictionSummary};
+pub use self::version::{MonitorSettings, Protocol, TrafficRole, VersionMonitor};
 pub use self::window::RowWindow;

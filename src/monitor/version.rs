@@ -1,14 +1,13 @@
 //! What vigil watches for one served version: its request and latency figures, a window of recent
 //! input rows and predictions, outlier scores, predictions by class, and the latest drift report.
-//! The request path calls [`VersionMonitor::observe`] (O(features) per row, plus O(features²) for
-//! the outlier score) and [`VersionMonitor::record_request`]; [`VersionMonitor::evaluate`] does the
-//! heavy part (sorting, KS tests) and runs in the background.
+//! The request path calls [`VersionMonitor::record`] (O(features) per row) and
+//! [`VersionMonitor::record_request`]; [`VersionMonitor::evaluate`] does the heavy part (sorting,
+//! KS tests) and runs in the background.
 
-use super::{LatencyWindow, OutlierModel, RowWindow, bonferroni, ks_two_sample};
+use super::report::{ClassCounts, DriftReport, FeatureDrift, MonitorSummary, PredictionSummary};
+use super::{LatencyWindow, Observation, ReferenceProfile, RowWindow, bonferroni, ks_two_sample};
 use crate::metrics::{self, Metrics};
 use ::metrics::{Counter, Gauge, Histogram};
-use serde::ser::SerializeMap;
-use serde::{Serialize, Serializer};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -71,57 +70,6 @@ impl Protocol {
     }
 }
 
-/// What a version's reference sample looks like, computed once at load.
-#[derive(Debug, Clone, Default)]
-pub struct ReferenceProfile {
-    /// Feature names (columns of the single 2-D input).
-    pub features: Vec<String>,
-    /// Each feature's reference values, sorted ascending.
-    pub columns: Vec<Vec<f64>>,
-    /// The version's own predictions on the reference rows (confidence or value), sorted.
-    pub predictions: Vec<f64>,
-    /// Outlier model fitted on the reference rows.
-    pub outliers: Option<OutlierModel>,
-}
-
-/// Drift of one feature.
-#[derive(Debug, Clone, Serialize)]
-pub struct FeatureDrift {
-    /// Feature name.
-    pub feature: String,
-    /// KS statistic.
-    pub statistic: f64,
-    /// p-value (scipy `ks_2samp(..., method='asymp')`).
-    pub p_value: f64,
-    /// `p_value < threshold`.
-    pub drifted: bool,
-}
-
-/// The latest drift evaluation of a version.
-#[derive(Debug, Clone, Serialize)]
-pub struct DriftReport {
-    /// Rows in the window when evaluated.
-    pub window_rows: usize,
-    /// Rows in the reference sample.
-    pub reference_rows: usize,
-    /// Per-feature threshold `alpha / features`.
-    pub threshold: f64,
-    /// Per feature.
-    pub features: Vec<FeatureDrift>,
-    /// Features that drifted.
-    pub drifted_features: usize,
-    /// Any feature drifted.
-    pub dataset_drift: bool,
-    /// KS statistic of the predictions against the reference predictions.
-    pub prediction_statistic: Option<f64>,
-    /// Its p-value.
-    pub prediction_p_value: Option<f64>,
-    /// Seconds since the Unix epoch when evaluated.
-    pub evaluated_at: f64,
-    /// Time the evaluation took, seconds.
-    pub duration_seconds: f64,
-}
-
 /// Request-path metric handles of one version, resolved once.
 struct Handles {
     /// `[role][protocol]` for the champion and direct roles (shadow copies are not requests):
@@ -156,6 +104,8 @@ pub struct VersionMonitor {
     errors: AtomicU64,
     scored_rows: AtomicU64,
     outlier_rows: AtomicU64,
+    accepted_rows: AtomicU64,
+    rejected_rows: AtomicU64,
     class_counts: Vec<AtomicU64>,
     value_sum: Mutex<(f64, f64, u64)>,
     latest: Mutex<Option<DriftReport>>,
@@ -285,6 +235,8 @@ impl VersionMonitor {
             errors: AtomicU64::new(0),
             scored_rows: AtomicU64::new(0),
             outlier_rows: AtomicU64::new(0),
+            accepted_rows: AtomicU64::new(0),
+            rejected_rows: AtomicU64::new(0),
             value_sum: Mutex::new((0.0, 0.0, 0)),
             latest: Mutex::new(None),
             reference,
@@ -321,40 +273,29 @@ impl VersionMonitor {
         )
     }
 
-    /// Records one inference: input rows (row-major, when the version has a reference profile),
-    /// their outlier scores, per-row prediction values (confidence or regression value), class
-    /// indices, threshold outcomes, rows and inference time.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call per request with everything it produced"
-    )]
-    pub fn observe(
-        &self,
-        role: TrafficRole,
-        inputs: Option<&[f64]>,
-        scores: Option<&[f32]>,
-        predictions: Option<&[f64]>,
-        classes: Option<&[usize]>,
-        accepted: Option<(usize, usize)>,
-        rows: usize,
-        inference: Duration,
-    ) {
-        let (histogram, rows_counter) = &self.handles.inference[role.index()];
-        histogram.record(inference.as_secs_f64());
-        rows_counter.increment(rows as u64);
-        if let Some((accepted, rejected)) = accepted {
-            self.handles.accepted.increment(accepted as u64);
-            self.handles.rejected.increment(rejected as u64);
+    /// Records one inference: Prometheus counters always; windows, outlier figures and the
+    /// prediction distribution when request-path monitoring is on.
+    pub fn record(&self, observation: &Observation) {
+        let (histogram, rows_counter) = &self.handles.inference[observation.role.index()];
+        histogram.record(observation.inference.as_secs_f64());
+        rows_counter.increment(observation.rows as u64);
+        if let Some(outcome) = observation.threshold {
+            self.handles.accepted.increment(outcome.accepted as u64);
+            self.handles.rejected.increment(outcome.rejected as u64);
+            self.accepted_rows
+                .fetch_add(outcome.accepted as u64, Ordering::Relaxed);
+            self.rejected_rows
+                .fetch_add(outcome.rejected as u64, Ordering::Relaxed);
         }
         if !self.settings.enabled {
             return;
         }
-        if let Some(values) = inputs
+        if let Some(values) = &observation.inputs
             && self.width() > 0
         {
             self.inputs.push_rows(values.iter().copied());
         }
-        if let Some(scores) = scores {
+        if let Some(scores) = &observation.outlier_scores {
             let mut outliers = 0u64;
             for &score in scores {
                 self.handles.outlier_score.record(f64::from(score));
@@ -367,7 +308,7 @@ impl VersionMonitor {
             self.scored_rows
                 .fetch_add(scores.len() as u64, Ordering::Relaxed);
         }
-        if let Some(values) = predictions {
+        if let Some(values) = &observation.predictions {
             self.predictions.push_rows(values.iter().copied());
             if self.class_names.is_empty()
                 && let Ok(mut sums) = self.value_sum.lock()
@@ -379,7 +320,7 @@ impl VersionMonitor {
                 }
             }
         }
-        for &class in classes.into_iter().flatten() {
+        for &class in observation.classes.iter().flatten() {
             if let (Some(counter), Some(count)) = (
                 self.handles.classes.get(class),
                 self.class_counts.get(class),
@@ -388,6 +329,20 @@ impl VersionMonitor {
                 count.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// `(accepted, rejected)` rows of the confidence threshold on this version so far.
+    pub fn threshold_totals(&self) -> (u64, u64) {
+        (
+            self.accepted_rows.load(Ordering::Relaxed),
+            self.rejected_rows.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Share of rows the confidence threshold accepted, once any row was judged.
+    pub fn acceptance_rate(&self) -> Option<f64> {
+        let (accepted, rejected) = self.threshold_totals();
+        (accepted + rejected > 0).then(|| accepted as f64 / (accepted + rejected) as f64)
     }
 
     /// Records an answered request: status 2xx with its whole time and inference time.
@@ -541,56 +496,4 @@ impl VersionMonitor {
             drift: self.latest.lock().ok().and_then(|d| d.clone()),
         }
     }
-}
-
-/// Predictions per class name, serialized as an object in class order.
-#[derive(Debug, Clone)]
-pub struct ClassCounts(pub Vec<(String, u64)>);
-
-impl Serialize for ClassCounts {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(self.0.len()))?;
-        for (class, count) in &self.0 {
-            map.serialize_entry(class, count)?;
-        }
-        map.end()
-    }
-}
-
-/// Prediction distribution of a version.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum PredictionSummary {
-    /// Classifier: predictions per class name, in class order.
-    Classes(ClassCounts),
-    /// Regressor: count, mean and standard deviation of the values.
-    Values {
-        /// Values seen.
-        count: u64,
-        /// Their mean.
-        mean: Option<f64>,
-        /// Their standard deviation.
-        std: Option<f64>,
-    },
-}
-
-/// The monitoring view of one version.
-#[derive(Debug, Clone, Serialize)]
-pub struct MonitorSummary {
-    /// Requests answered.
-    pub requests: u64,
-    /// Requests that ended in an error after reaching this version.
-    pub errors: u64,
-    /// Whole-request latency p50, seconds.
-    pub latency_p50: Option<f64>,
-    /// p95, seconds.
-    pub latency_p95: Option<f64>,
-    /// p99, seconds.
-    pub latency_p99: Option<f64>,
-    /// Prediction distribution.
-    pub predictions: PredictionSummary,
-    /// Share of scored rows at or above the outlier cut.
-    pub outlier_rate: Option<f64>,
-    /// Latest drift evaluation.
-    pub drift: Option<DriftReport>,
 }

@@ -83,6 +83,27 @@ impl Metadata {
             .map(|&score| (name, score))
     }
 
+    /// True when this version's highlight validation score beats `incumbent`'s on the same
+    /// metric (any score beats no incumbent; different metrics never compare).
+    pub fn beats(&self, incumbent: Option<&Metadata>) -> bool {
+        let Some((metric, score)) = self.highlight_score() else {
+            return false;
+        };
+        let Some(incumbent) = incumbent else {
+            return true;
+        };
+        match incumbent.highlight_score() {
+            Some((other_metric, other)) if other_metric == metric => {
+                if higher_is_better(metric) {
+                    score > other
+                } else {
+                    score < other
+                }
+            }
+            _ => false,
+        }
+    }
+
     /// The name of class `index`: its label from `labels`, else the index itself.
     pub fn class_name(&self, index: usize) -> String {
         self.labels
@@ -92,9 +113,40 @@ impl Metadata {
     }
 }
 
+/// True when a larger value of `metric` is better (errors and losses are smaller-is-better).
+pub fn higher_is_better(metric: &str) -> bool {
+    let name = metric.to_ascii_lowercase();
+    !["mse", "mae", "rmse", "loss", "error", "mape"]
+        .iter()
+        .any(|worse| name.contains(worse))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn error_metrics_rank_smaller_first() {
+        assert!(higher_is_better("accuracy"));
+        assert!(higher_is_better("r2"));
+        assert!(!higher_is_better("rmse"));
+        assert!(!higher_is_better("log_loss"));
+    }
+
+    #[test]
+    fn beats_compares_the_same_metric_only() {
+        let meta = |text: &str| -> Metadata { toml::from_str(text).expect("metadata") };
+        let better =
+            meta("task = \"regression\"\nhighlight = \"rmse\"\n[metrics.validation]\nrmse = 1.0\n");
+        let worse =
+            meta("task = \"regression\"\nhighlight = \"rmse\"\n[metrics.validation]\nrmse = 2.0\n");
+        let other =
+            meta("task = \"regression\"\nhighlight = \"r2\"\n[metrics.validation]\nr2 = 0.5\n");
+        assert!(better.beats(Some(&worse)));
+        assert!(!worse.beats(Some(&better)));
+        assert!(!better.beats(Some(&other)));
+        assert!(other.beats(None));
+    }
 
     #[test]
     fn only_task_is_required() {

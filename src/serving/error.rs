@@ -1,8 +1,12 @@
-//! `ServingError`: what can go wrong between a resolved request and its prediction.
+//! `ServingError`: what can go wrong routing and running a prediction, or changing a
+//! deployment. Each variant says what failed; the API maps each to one status code.
 
+use super::report::ModelReport;
 use crate::engine::EngineError;
+use crate::repository::RepositoryError;
+use crate::store::StoreError;
 
-/// A serving failure. The API maps each variant to one status code.
+/// A serving failure.
 #[derive(Debug, thiserror::Error)]
 pub enum ServingError {
     /// No model of that name.
@@ -47,16 +51,47 @@ pub enum ServingError {
     /// The engine failed on inputs that passed validation.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The change conflicts with the deployment (unloading the champion, promoting a shadow's
-    /// own champion, rolling back with no history, ...).
+    /// The change conflicts with the deployment (unloading the champion, shadowing the
+    /// champion, rolling back with no history, ...).
     #[error("{0}")]
     Conflict(String),
-    /// The durable state could not be written; the change was applied in memory only.
+    /// The caller's expected revision (`If-Match`) is not the current one; nothing changed.
+    #[error(
+        "revision {expected} of {} is not current: the deployment is at revision {}; read it \
+         again and retry with If-Match: \"{}\"",
+        current.name, current.revision, current.revision
+    )]
+    Stale {
+        /// The revision the caller expected.
+        expected: u64,
+        /// The deployment as it is.
+        current: Box<ModelReport>,
+    },
+    /// The durable state could not be read or written; a change that could not be saved was
+    /// not made.
     #[error(transparent)]
-    State(#[from] crate::state::StateError),
-    /// The blocking inference task did not complete.
-    #[error("inference task failed: {0}")]
-    Task(String),
+    State(#[from] StoreError),
+    /// The model repository could not be read.
+    #[error(transparent)]
+    Repository(RepositoryError),
+    /// A version directory could not be archived for download.
+    #[error("cannot archive version {version} of {model}: {reason}")]
+    Archive {
+        /// The model.
+        model: String,
+        /// The version.
+        version: String,
+        /// The I/O error.
+        reason: String,
+    },
+    /// Work handed to the blocking pool did not complete (it panicked or was cancelled).
+    #[error("{task} did not complete: {reason}")]
+    Interrupted {
+        /// What the task was doing.
+        task: &'static str,
+        /// Why it ended.
+        reason: String,
+    },
 }
 
 impl ServingError {
@@ -65,6 +100,14 @@ impl ServingError {
         ServingError::InvalidInput {
             field: field.into(),
             expected: expected.into(),
+        }
+    }
+
+    /// [`ServingError::Interrupted`] for a blocking `task` that ended with `error`.
+    pub fn interrupted(task: &'static str, error: &tokio::task::JoinError) -> ServingError {
+        ServingError::Interrupted {
+            task,
+            reason: error.to_string(),
         }
     }
 }

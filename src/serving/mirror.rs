@@ -6,6 +6,7 @@
 //! is run without a hand-off to another pool, and a shadow that hangs only stalls its own
 //! workers (its queue fills and the drops are counted) while the async workers keep serving.
 
+use super::observation::observe;
 use super::{LoadedVersion, NamedInput, RowPrediction, fit_inputs, row_predictions};
 use crate::engine::Tensor;
 use crate::monitor::{ShadowStats, TrafficRole};
@@ -41,35 +42,31 @@ pub struct MirrorJob {
     pub champion_latency: Duration,
 }
 
-/// A version receiving a fraction of the champion's traffic.
-pub struct Shadow {
+/// A shadow version's queue and workers, and its comparison figures. Dropping the last handle
+/// drops the sender, which ends the workers once the queue is drained.
+pub struct Mirror {
     /// The shadow version.
     pub version: Arc<LoadedVersion>,
-    /// Share of champion requests copied to it (0–1).
-    pub fraction: f64,
-    /// Its comparison figures (kept across fraction changes).
+    /// Its comparison figures.
     pub stats: Arc<ShadowStats>,
-    /// Dropping the sender (with the shadow) ends the workers once the queue is drained.
     sender: SyncSender<MirrorJob>,
 }
 
-impl std::fmt::Debug for Shadow {
+impl std::fmt::Debug for Mirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shadow")
+        f.debug_struct("Mirror")
             .field("version", &self.version.version)
-            .field("fraction", &self.fraction)
             .finish_non_exhaustive()
     }
 }
 
-impl Shadow {
-    /// Starts the worker threads of a shadow.
+impl Mirror {
+    /// Starts the worker threads of a shadow version.
     pub fn start(
         version: Arc<LoadedVersion>,
-        fraction: f64,
         stats: Arc<ShadowStats>,
         settings: MirrorSettings,
-    ) -> Shadow {
+    ) -> Mirror {
         let (sender, receiver) = sync_channel(settings.queue_capacity.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..settings.workers.max(1) {
@@ -86,17 +83,11 @@ impl Shadow {
                 tracing::error!(%error, "cannot start a shadow worker; its copies will be dropped");
             }
         }
-        Shadow {
+        Mirror {
             version,
-            fraction,
             stats,
             sender,
         }
-    }
-
-    /// True for the share of requests this shadow should see.
-    pub fn takes_request(&self) -> bool {
-        self.fraction >= 1.0 || (self.fraction > 0.0 && fastrand::f64() < self.fraction)
     }
 
     /// Queues a copy without waiting; a full queue drops it and counts the drop.
@@ -159,32 +150,19 @@ fn run_copy(
     if rows != job.rows {
         return None;
     }
-    let monitor = &version.monitor;
-    let watched =
-        (monitor.is_enabled() && monitor.width() > 0).then(|| super::flat_values(&tensors[0]));
     let started = Instant::now();
-    let outputs = version.run(tensors).ok()?;
+    let outputs = version.run(&tensors).ok()?;
     let latency = started.elapsed();
-    if monitor.is_enabled() {
-        let scores = watched.as_deref().and_then(|v| monitor.outlier_scores(v));
-        let predictions = super::version::prediction_values(&outputs, version.roles);
-        let classes = super::class_indices(
-            &outputs,
-            version.roles,
-            version.monitor_classes().len(),
-            rows,
-        );
-        monitor.observe(
-            TrafficRole::Shadow,
-            watched.as_deref(),
-            scores.as_deref(),
-            predictions.as_deref(),
-            Some(&classes),
-            None,
-            rows,
-            latency,
-        );
-    }
+    let observation = observe(
+        version,
+        TrafficRole::Shadow,
+        &tensors,
+        &outputs,
+        rows,
+        latency,
+        false,
+    );
+    version.monitor.record(&observation);
     Some((outputs, latency))
 }
 

@@ -1,40 +1,49 @@
-//! Serving: the registry of models, their versions and deployments; routing a request to the
-//! champion or to a named version; running a prediction (inline when cheap, on the blocking pool
-//! when not), adding confidence/accepted outputs, and mirroring copies to shadows.
+//! Serving: the registry of models and their deployments; routing a request to the champion or
+//! to a named version; running a prediction (inline when cheap, on the blocking pool when not),
+//! adding confidence/accepted outputs, recording monitoring, and mirroring copies to shadows.
 //!
-//! Deployment changes (promote, shadows, thresholds, rollback, rescan, load/unload) live in
-//! `changes.rs`; the views the admin API returns in `report.rs`.
+//! Each model's deployment is one immutable [`DeploymentState`] in one `ArcSwap`
+//! (`deployment.rs`). Changes are planned purely (`plan.rs`), prepared and requested by the
+//! writers (`changes.rs` for the admin API, `scan.rs` for start-up and rescans) and saved then
+//! published by the one change path (`commit.rs`).
 
 mod changes;
+mod commit;
 mod deployment;
+mod entry;
 mod error;
 mod mirror;
 mod monitoring;
+mod observation;
 mod outputs;
+mod plan;
 mod predict;
 mod report;
+mod scan;
 mod threshold;
 mod version;
 
-pub use self::changes::ScanOutcome;
-pub use self::deployment::{DeployPolicy, Deployment};
+pub use self::deployment::{DeploymentState, HISTORY_LIMIT, Shadow, VersionRole};
+pub use self::entry::{VersionEntry, VersionStatus};
 pub use self::error::ServingError;
 use self::mirror::MirrorJob;
-pub use self::mirror::{MirrorSettings, Shadow};
+pub use self::mirror::{Mirror, MirrorSettings};
 pub use self::monitoring::{ModelMonitoring, VersionMonitoring};
 pub use self::outputs::{OutputRoles, RowPrediction, row_predictions};
+pub use self::plan::{Change, plan};
 pub use self::predict::{NamedInput, fit_inputs};
 pub use self::report::{ModelReport, ShadowReport, VersionReport};
+pub use self::scan::ScanOutcome;
 pub use self::threshold::{ACCEPTED_OUTPUT, CONFIDENCE_OUTPUT};
 pub use self::version::{InferenceCost, LoadContext, LoadError, LoadedVersion};
-use crate::engine::{Tensor, TensorData};
-use crate::monitor::TrafficRole;
-use crate::repository::{self, Metadata, RepositoryError, VersionDir};
-use crate::state::StateStore;
+use crate::engine::Tensor;
+use crate::monitor::{ThresholdOutcome, TrafficRole};
+pub use crate::store::DeployPolicy;
+use crate::store::DeploymentStore;
 use arc_swap::ArcSwap;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Limits and choices that apply to every prediction.
@@ -56,117 +65,30 @@ pub struct DeploymentDefaults {
     pub policy: DeployPolicy,
 }
 
-/// The state of one version.
-#[derive(Debug, Clone)]
-pub enum VersionStatus {
-    /// Loaded, warmed and serving.
-    Ready(Arc<LoadedVersion>),
-    /// Failed to load, and why.
-    Failed(String),
-    /// Unloaded on request.
-    Unloaded,
-}
-
-/// A version as the registry knows it.
-#[derive(Debug, Clone)]
-pub struct VersionEntry {
-    /// Version name.
-    pub version: String,
-    /// Its directory.
-    pub dir: VersionDir,
-    /// Its metadata, when `model.toml` could be read.
-    pub metadata: Option<Metadata>,
-    /// Loaded or why not.
-    pub status: VersionStatus,
-}
-
-impl VersionEntry {
-    fn load(dir: VersionDir, context: &LoadContext) -> VersionEntry {
-        let status = match LoadedVersion::load(&dir, context) {
-            Ok(loaded) => {
-                tracing::info!(
-                    model = %dir.model,
-                    version = %dir.version,
-                    engine = %loaded.metadata.engine,
-                    task = %loaded.metadata.task,
-                    load_ms = loaded.load_time.as_secs_f64() * 1e3,
-                    one_row_us = loaded.cost.fixed.as_secs_f64() * 1e6,
-                    per_row_us = loaded.cost.per_row.as_secs_f64() * 1e6,
-                    "version loaded"
-                );
-                VersionStatus::Ready(Arc::new(loaded))
-            }
-            Err(error) => {
-                tracing::warn!(model = %dir.model, version = %dir.version, %error, "version unavailable");
-                VersionStatus::Failed(error.to_string())
-            }
-        };
-        VersionEntry {
-            version: dir.version.clone(),
-            metadata: dir.read_metadata().ok(),
-            dir,
-            status,
-        }
-    }
-
-    /// The loaded version, when ready.
-    pub fn ready(&self) -> Option<&Arc<LoadedVersion>> {
-        match &self.status {
-            VersionStatus::Ready(loaded) => Some(loaded),
-            _ => None,
-        }
-    }
-}
-
-/// A model: its versions (in version order) and its deployment.
+/// A model: its name, its deployment (one value, swapped whole) and the lock that serialises
+/// changes to it.
 #[derive(Debug)]
 pub struct ModelState {
     /// Model name.
     pub name: String,
-    versions: RwLock<Vec<VersionEntry>>,
-    /// Champion, shadows, threshold, policy, history.
-    pub deployment: Deployment,
+    /// The published deployment.
+    deployment: ArcSwap<DeploymentState>,
+    /// Held from the start of a change until it is published.
+    changes: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl ModelState {
-    /// A snapshot of the versions, oldest first.
-    pub fn versions(&self) -> Vec<VersionEntry> {
-        self.versions.read().map(|v| v.clone()).unwrap_or_default()
-    }
-
-    /// One version, loaded.
-    ///
-    /// # Errors
-    /// [`ServingError::UnknownVersion`] or [`ServingError::Unavailable`].
-    pub fn ready_version(&self, version: &str) -> Result<Arc<LoadedVersion>, ServingError> {
-        let versions = self
-            .versions
-            .read()
-            .map_err(|_| ServingError::Task("version table lock poisoned".into()))?;
-        let entry = versions
-            .iter()
-            .find(|v| v.version == version)
-            .ok_or_else(|| ServingError::UnknownVersion {
-                model: self.name.clone(),
-                version: version.to_string(),
-            })?;
-        match &entry.status {
-            VersionStatus::Ready(loaded) => Ok(Arc::clone(loaded)),
-            VersionStatus::Failed(reason) => Err(ServingError::Unavailable {
-                model: self.name.clone(),
-                version: version.to_string(),
-                reason: reason.clone(),
-            }),
-            VersionStatus::Unloaded => Err(ServingError::Unavailable {
-                model: self.name.clone(),
-                version: version.to_string(),
-                reason: "unloaded".to_string(),
-            }),
+    fn new(state: DeploymentState) -> ModelState {
+        ModelState {
+            name: state.model.clone(),
+            deployment: ArcSwap::from_pointee(state),
+            changes: Arc::new(tokio::sync::Mutex::new(())),
         }
     }
 
-    fn with_versions<R>(&self, change: impl FnOnce(&mut Vec<VersionEntry>) -> R) -> Option<R> {
-        self.versions.write().ok().map(|mut v| change(&mut v))
+    /// The deployment as published now (one atomic load).
+    pub fn deployment(&self) -> Arc<DeploymentState> {
+        self.deployment.load_full()
     }
 }
 
@@ -179,11 +101,22 @@ pub enum Role {
     Direct,
 }
 
-/// A request's destination, fixed when the request is routed.
+impl Role {
+    /// The metrics role of a request routed this way.
+    pub fn traffic(self) -> TrafficRole {
+        match self {
+            Role::Champion => TrafficRole::Champion,
+            Role::Direct => TrafficRole::Direct,
+        }
+    }
+}
+
+/// A request's destination, fixed when the request is routed: the deployment snapshot it was
+/// routed by (its threshold and shadows apply) and the version that will answer.
 #[derive(Debug, Clone)]
 pub struct Route {
-    /// The model.
-    pub model: Arc<ModelState>,
+    /// The deployment the request was routed by.
+    pub deployment: Arc<DeploymentState>,
     /// The version that will answer.
     pub version: Arc<LoadedVersion>,
     /// How it was reached.
@@ -214,40 +147,6 @@ pub struct PredictOptions {
     pub outlier_scores: bool,
 }
 
-/// Class index per row: the integer label when it is a valid class index, else the most probable
-/// column.
-fn class_indices(
-    outputs: &[Tensor],
-    roles: OutputRoles,
-    classes: usize,
-    rows: usize,
-) -> Vec<usize> {
-    let label = roles.label.map(|index| outputs[index].data());
-    let probabilities = roles.probabilities.map(|index| &outputs[index]);
-    (0..rows)
-        .filter_map(|row| {
-            if let Some(class) = label
-                .filter(|data| !matches!(data, TensorData::String(_)))
-                .and_then(|data| data.get_f64(row))
-                .filter(|c| *c >= 0.0 && c.fract() == 0.0 && (*c as usize) < classes)
-            {
-                return Some(class as usize);
-            }
-            let tensor = probabilities?;
-            (0..classes)
-                .filter_map(|c| tensor.data().get_f64(row * classes + c).map(|p| (c, p)))
-                .max_by(|a, b| a.1.total_cmp(&b.1))
-                .map(|(c, _)| c)
-        })
-        .collect()
-}
-
-/// Flat f64 copy of a `[rows, width]` input, for monitoring.
-fn flat_values(tensor: &Tensor) -> Vec<f64> {
-    let data = tensor.data();
-    (0..data.len()).filter_map(|i| data.get_f64(i)).collect()
-}
-
 /// Every model the gateway serves, and their deployments.
 pub struct Registry {
     root: PathBuf,
@@ -256,8 +155,9 @@ pub struct Registry {
     mirror: MirrorSettings,
     defaults: DeploymentDefaults,
     models: ArcSwap<BTreeMap<String, Arc<ModelState>>>,
-    changes: tokio::sync::Mutex<()>,
-    store: Option<Arc<StateStore>>,
+    /// Serialises rescans (a rescan adds models to the map).
+    rescans: tokio::sync::Mutex<()>,
+    store: Option<Arc<DeploymentStore>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -281,44 +181,6 @@ pub struct RegistrySettings {
 }
 
 impl Registry {
-    /// Discovers and loads every version under `root`; each model's highest ready version starts
-    /// as champion until [`Registry::restore`] applies the saved state and policies. A version
-    /// that fails to load is kept with its reason; it does not stop the others.
-    ///
-    /// # Errors
-    /// [`RepositoryError`] when `root` itself cannot be read.
-    pub fn load(
-        root: &Path,
-        loader: LoadContext,
-        settings: RegistrySettings,
-        store: Option<StateStore>,
-    ) -> Result<Registry, RepositoryError> {
-        let mut models = BTreeMap::new();
-        for model in repository::discover(root)? {
-            let state = new_model_state(
-                model.name.clone(),
-                model.versions,
-                &loader,
-                settings.defaults,
-            );
-            models.insert(model.name, Arc::new(state));
-        }
-        let registry = Registry {
-            root: root.to_path_buf(),
-            loader,
-            options: settings.options,
-            mirror: settings.mirror,
-            defaults: settings.defaults,
-            models: ArcSwap::from_pointee(models),
-            changes: tokio::sync::Mutex::new(()),
-            store: store.map(Arc::new),
-        };
-        for model in registry.models() {
-            registry.publish_version_count(&model);
-        }
-        Ok(registry)
-    }
-
     /// Every model, by name.
     pub fn models(&self) -> Vec<Arc<ModelState>> {
         self.models.load().values().cloned().collect()
@@ -341,19 +203,32 @@ impl Registry {
             .ok_or_else(|| ServingError::UnknownModel(name.to_string()))
     }
 
-    /// Where a request goes: the named version, or the champion when none is named.
+    /// The published deployment of one model.
+    ///
+    /// # Errors
+    /// [`ServingError::UnknownModel`].
+    pub fn deployment(&self, name: &str) -> Result<Arc<DeploymentState>, ServingError> {
+        self.models
+            .load()
+            .get(name)
+            .map(|model| model.deployment())
+            .ok_or_else(|| ServingError::UnknownModel(name.to_string()))
+    }
+
+    /// Where a request goes: the named version, or the champion when none is named, from one
+    /// snapshot of the model's deployment.
     ///
     /// # Errors
     /// [`ServingError::UnknownModel`], [`ServingError::UnknownVersion`], or
     /// [`ServingError::Unavailable`] for a version that is not loaded or a model with no champion.
     pub fn route(&self, model: &str, version: Option<&str>) -> Result<Route, ServingError> {
-        let state = self.model(model)?;
+        let deployment = self.deployment(model)?;
         let (version, role) = match version {
-            Some(version) => (state.ready_version(version)?, Role::Direct),
+            Some(version) => (deployment.ready(version)?, Role::Direct),
             None => (
-                state
-                    .deployment
-                    .champion()
+                deployment
+                    .champion
+                    .clone()
                     .ok_or_else(|| ServingError::Unavailable {
                         model: model.to_string(),
                         version: "(champion)".to_string(),
@@ -363,15 +238,16 @@ impl Registry {
             ),
         };
         Ok(Route {
-            model: state,
+            deployment,
             version,
             role,
         })
     }
 
     /// Validates `inputs` against the routed version and runs it; for classifiers adds the
-    /// `confidence` and `accepted` outputs; records the monitoring figures; for champion requests
-    /// queues copies for the shadows that take this request (never waiting on them).
+    /// `confidence` and `accepted` outputs (with the threshold of the routed deployment); records
+    /// the monitoring figures; for champion requests queues copies for the shadows of that
+    /// deployment that take this request (never waiting on them).
     ///
     /// # Errors
     /// [`ServingError::InvalidInput`] / [`ServingError::TooManyRows`] for inputs that do not fit
@@ -384,16 +260,11 @@ impl Registry {
         options: PredictOptions,
     ) -> Result<Prediction, ServingError> {
         let Route {
-            model,
+            deployment,
             version,
             role,
         } = route;
-        let traffic = match role {
-            Role::Champion => TrafficRole::Champion,
-            Role::Direct => TrafficRole::Direct,
-        };
-        let monitor = &version.monitor;
-        if options.outlier_scores && !monitor.scores_outliers() {
+        if options.outlier_scores && !version.monitor.scores_outliers() {
             return Err(ServingError::invalid(
                 "parameters.outlier_score",
                 format!(
@@ -402,76 +273,59 @@ impl Registry {
                 ),
             ));
         }
-        let takers: Vec<Arc<Shadow>> = if role == Role::Champion && model.deployment.has_shadows() {
-            model
-                .deployment
-                .shadows()
+        let takers: Vec<&Shadow> = if role == Role::Champion {
+            deployment
+                .shadows
                 .iter()
                 .filter(|shadow| shadow.takes_request())
-                .cloned()
                 .collect()
         } else {
             Vec::new()
         };
         let copies = (!takers.is_empty()).then(|| Arc::new(inputs.clone()));
         let (tensors, rows) = fit_inputs(version.signature(), inputs, self.options.max_batch_rows)?;
-        let watched = (monitor.width() > 0 && (monitor.is_enabled() || options.outlier_scores))
-            .then(|| flat_values(&tensors[0]));
-        let scores = watched.as_deref().and_then(|values| {
-            (monitor.is_enabled() || options.outlier_scores)
-                .then(|| monitor.outlier_scores(values))
-                .flatten()
-        });
         let started = Instant::now();
-        let mut outputs = if version.cost.estimate(rows) <= self.options.inline_budget {
-            version.run(tensors)?
+        let (tensors, mut outputs) = if version.cost.estimate(rows) <= self.options.inline_budget {
+            let outputs = version.run(&tensors)?;
+            (tensors, outputs)
         } else {
             let worker = Arc::clone(&version);
-            tokio::task::spawn_blocking(move || worker.run(tensors))
-                .await
-                .map_err(|e| ServingError::Task(e.to_string()))??
+            tokio::task::spawn_blocking(move || {
+                let outputs = worker.run(&tensors);
+                (tensors, outputs)
+            })
+            .await
+            .map_err(|e| ServingError::interrupted("inference", &e))
+            .and_then(|(tensors, outputs)| Ok((tensors, outputs?)))?
         };
         let latency = started.elapsed();
-        let predictions = monitor
-            .is_enabled()
-            .then(|| version::prediction_values(&outputs, version.roles))
-            .flatten();
-        let classes = (monitor.is_enabled() && !version.monitor_classes().is_empty()).then(|| {
-            class_indices(
-                &outputs,
-                version.roles,
-                version.monitor_classes().len(),
-                rows,
-            )
-        });
-        let mut threshold_counts = None;
+        let mut observation = observation::observe(
+            &version,
+            role.traffic(),
+            &tensors,
+            &outputs,
+            rows,
+            latency,
+            options.outlier_scores,
+        );
         if version.served_outputs.len() > outputs.len()
             && let Some(index) = version.roles.probabilities
         {
             let confidence = threshold::confidences(&outputs[index]);
             let (confidence, accepted, accepted_rows) =
-                threshold::threshold_outputs(confidence, model.deployment.threshold());
-            version
-                .threshold_counts
-                .record(accepted_rows, rows - accepted_rows);
-            threshold_counts = Some((accepted_rows, rows - accepted_rows));
+                threshold::threshold_outputs(confidence, deployment.threshold);
+            observation.threshold = Some(ThresholdOutcome {
+                accepted: accepted_rows,
+                rejected: rows - accepted_rows,
+            });
             outputs.push(confidence);
             outputs.push(accepted);
         }
-        monitor.observe(
-            traffic,
-            watched.as_deref(),
-            scores.as_deref(),
-            predictions.as_deref(),
-            classes.as_deref(),
-            threshold_counts,
-            rows,
-            latency,
-        );
+        version.monitor.record(&observation);
         let outputs = Arc::new(outputs);
         if let Some(copies) = copies {
             for shadow in takers {
-                shadow.offer(MirrorJob {
+                shadow.mirror.offer(MirrorJob {
                     inputs: Arc::clone(&copies),
                     champion: Arc::clone(&version),
                     champion_outputs: Arc::clone(&outputs),
@@ -484,36 +338,11 @@ impl Registry {
             version,
             outputs,
             rows,
-            role: traffic,
+            role: role.traffic(),
             inference: latency,
-            outlier_scores: scores.filter(|_| options.outlier_scores),
+            outlier_scores: observation
+                .outlier_scores
+                .filter(|_| options.outlier_scores),
         })
-    }
-}
-
-/// Loads every version of a model and makes its highest ready version champion.
-fn new_model_state(
-    name: String,
-    dirs: Vec<VersionDir>,
-    loader: &LoadContext,
-    defaults: DeploymentDefaults,
-) -> ModelState {
-    let versions: Vec<VersionEntry> = dirs
-        .into_iter()
-        .map(|dir| VersionEntry::load(dir, loader))
-        .collect();
-    let champion = versions.iter().rev().find_map(|v| v.ready().cloned());
-    let threshold = champion
-        .as_ref()
-        .and_then(|c| c.metadata.threshold)
-        .unwrap_or(defaults.threshold);
-    let deployment = Deployment::new(threshold, defaults.policy);
-    if let Some(champion) = champion {
-        deployment.set_champion_quietly(champion);
-    }
-    ModelState {
-        name,
-        versions: RwLock::new(versions),
-        deployment,
     }
 }

@@ -1,9 +1,10 @@
 //! Monitoring across a model's served versions (champion and shadows): running the drift
 //! evaluation (in the background on an interval, or on demand) and the monitoring view.
 
-use super::{LoadedVersion, ModelState, Registry, ServingError};
+use super::deployment::{DeploymentState, VersionRole};
+use super::{LoadedVersion, Registry, ServingError};
 use crate::metrics;
-use crate::monitor::{DriftReport, MonitorSummary, ShadowComparison};
+use crate::monitor::{MonitorSummary, ShadowComparison};
 use crate::repository::Task;
 use serde::Serialize;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ pub struct VersionMonitoring {
     /// Version name.
     pub version: String,
     /// `champion` or `shadow`.
-    pub role: &'static str,
+    pub role: VersionRole,
     /// Requests, errors, latency, predictions, outliers, drift.
     #[serde(flatten)]
     pub summary: MonitorSummary,
@@ -36,18 +37,20 @@ pub struct ModelMonitoring {
     pub versions: Vec<VersionMonitoring>,
 }
 
-/// The champion and the shadows of a model, with their roles.
-fn served(model: &ModelState) -> Vec<(Arc<LoadedVersion>, &'static str, Option<ShadowComparison>)> {
+/// The champion and the shadows of a deployment, with their roles.
+fn served(
+    state: &DeploymentState,
+) -> Vec<(Arc<LoadedVersion>, VersionRole, Option<ShadowComparison>)> {
     let mut versions = Vec::new();
-    if let Some(champion) = model.deployment.champion() {
-        versions.push((champion, "champion", None));
+    if let Some(champion) = &state.champion {
+        versions.push((Arc::clone(champion), VersionRole::Champion, None));
     }
-    for shadow in model.deployment.shadows().iter() {
-        let classification = shadow.version.metadata.task == Task::Classification;
+    for shadow in &state.shadows {
+        let classification = shadow.version().metadata.task == Task::Classification;
         versions.push((
-            Arc::clone(&shadow.version),
-            "shadow",
-            Some(shadow.stats.snapshot(classification)),
+            Arc::clone(shadow.version()),
+            VersionRole::Shadow,
+            Some(shadow.mirror.stats.snapshot(classification)),
         ));
     }
     versions
@@ -55,39 +58,36 @@ fn served(model: &ModelState) -> Vec<(Arc<LoadedVersion>, &'static str, Option<S
 
 impl Registry {
     /// Runs the drift evaluation of every served version of `model` (or of every model) on the
-    /// blocking pool, and records how long it took.
+    /// blocking pool, and records how long it took. Each version keeps its report for the
+    /// monitoring view and its gauges.
     ///
     /// # Errors
-    /// [`ServingError::UnknownModel`], or [`ServingError::Task`] when the evaluation task fails.
-    pub async fn evaluate_drift(
-        &self,
-        model: Option<&str>,
-    ) -> Result<Vec<(String, String, Option<DriftReport>)>, ServingError> {
-        let models = match model {
-            Some(name) => vec![self.model(name)?],
-            None => self.models(),
+    /// [`ServingError::UnknownModel`], or [`ServingError::Interrupted`] when the evaluation task
+    /// does not complete.
+    pub async fn evaluate_drift(&self, model: Option<&str>) -> Result<(), ServingError> {
+        let deployments = match model {
+            Some(name) => vec![self.deployment(name)?],
+            None => self.models().iter().map(|m| m.deployment()).collect(),
         };
-        let versions: Vec<Arc<LoadedVersion>> = models
+        let versions: Vec<Arc<LoadedVersion>> = deployments
             .iter()
-            .flat_map(|m| served(m).into_iter().map(|(v, _, _)| v))
+            .flat_map(|state| served(state).into_iter().map(|(v, _, _)| v))
             .collect();
         let duration = self
             .loader
             .metrics
             .histogram(metrics::DRIFT_EVALUATION_DURATION, &[]);
-        let reports = tokio::task::spawn_blocking(move || {
+        tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            let reports: Vec<(String, String, Option<DriftReport>)> = versions
-                .iter()
-                .map(|v| (v.model.clone(), v.version.clone(), v.monitor.evaluate()))
-                .collect();
+            for version in &versions {
+                version.monitor.evaluate();
+            }
             duration.record(started.elapsed().as_secs_f64());
-            reports
         })
         .await
-        .map_err(|e| ServingError::Task(e.to_string()))?;
+        .map_err(|e| ServingError::interrupted("the drift evaluation", &e))?;
         self.loader.metrics.run_upkeep();
-        Ok(reports)
+        Ok(())
     }
 
     /// The monitoring view of `model`'s served versions.
@@ -95,38 +95,34 @@ impl Registry {
     /// # Errors
     /// [`ServingError::UnknownModel`].
     pub fn monitoring(&self, model: &str) -> Result<ModelMonitoring, ServingError> {
-        let state = self.model(model)?;
+        let state = self.deployment(model)?;
         let versions = served(&state)
             .into_iter()
-            .map(|(version, role, shadow)| {
-                let (accepted, rejected) = version.threshold_counts.totals();
-                VersionMonitoring {
-                    version: version.version.clone(),
-                    role,
-                    summary: version.monitor.summary(),
-                    acceptance_rate: (accepted + rejected > 0)
-                        .then(|| accepted as f64 / (accepted + rejected) as f64),
-                    shadow,
-                }
+            .map(|(version, role, shadow)| VersionMonitoring {
+                version: version.version.clone(),
+                role,
+                summary: version.monitor.summary(),
+                acceptance_rate: version.monitor.acceptance_rate(),
+                shadow,
             })
             .collect();
         Ok(ModelMonitoring {
-            model: state.name.clone(),
-            threshold: state.deployment.threshold(),
+            model: state.model.clone(),
+            threshold: state.threshold,
             versions,
         })
     }
 
-    /// Sets `vigil_versions_loaded` for `model` to its number of ready versions.
-    pub(super) fn publish_version_count(&self, model: &ModelState) {
-        let ready = model
-            .versions()
+    /// Sets `vigil_versions_loaded` of a model to its number of ready versions.
+    pub(super) fn publish_version_count(&self, state: &DeploymentState) {
+        let ready = state
+            .versions
             .iter()
             .filter(|v| v.ready().is_some())
             .count();
         self.loader
             .metrics
-            .gauge(metrics::VERSIONS_LOADED, &[("model", model.name.as_str())])
+            .gauge(metrics::VERSIONS_LOADED, &[("model", state.model.as_str())])
             .set(ready as f64);
     }
 

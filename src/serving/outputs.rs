@@ -1,6 +1,7 @@
 //! Reading a model's outputs as predictions: which output is the label, the class probabilities
 //! or the regression value, and the per-row view the simple JSON API returns.
 
+use super::threshold::confidences;
 use crate::engine::{DataType, Signature, Tensor, TensorData};
 use crate::repository::{Metadata, Task};
 
@@ -46,6 +47,53 @@ impl OutputRoles {
             },
         }
     }
+}
+
+/// Per-row prediction values: the top-class probability (classifiers) or the regression value.
+/// `None` when the version has neither output.
+pub fn prediction_values(outputs: &[Tensor], roles: OutputRoles) -> Option<Vec<f64>> {
+    if let Some(index) = roles.probabilities {
+        return Some(
+            confidences(&outputs[index])
+                .into_iter()
+                .map(f64::from)
+                .collect(),
+        );
+    }
+    let tensor = &outputs[roles.value?];
+    Some(
+        (0..tensor.data().len())
+            .filter_map(|i| tensor.data().get_f64(i))
+            .collect(),
+    )
+}
+
+/// Class index per row: the integer label when it is a valid class index, else the most probable
+/// of `classes` columns.
+pub fn class_indices(
+    outputs: &[Tensor],
+    roles: OutputRoles,
+    classes: usize,
+    rows: usize,
+) -> Vec<usize> {
+    let label = roles.label.map(|index| outputs[index].data());
+    let probabilities = roles.probabilities.map(|index| &outputs[index]);
+    (0..rows)
+        .filter_map(|row| {
+            if let Some(class) = label
+                .filter(|data| !matches!(data, TensorData::String(_)))
+                .and_then(|data| data.get_f64(row))
+                .filter(|c| *c >= 0.0 && c.fract() == 0.0 && (*c as usize) < classes)
+            {
+                return Some(class as usize);
+            }
+            let tensor = probabilities?;
+            (0..classes)
+                .filter_map(|c| tensor.data().get_f64(row * classes + c).map(|p| (c, p)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .map(|(c, _)| c)
+        })
+        .collect()
 }
 
 /// One row's prediction in human terms.

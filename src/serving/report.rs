@@ -1,11 +1,13 @@
-//! Views of models, versions and deployments for the admin API and the audit log.
+//! The admin API's view of a model: its deployment (with the revision) and every version with
+//! its metadata, status, role and threshold figures.
 
-use super::{ModelState, VersionEntry, VersionStatus};
+use super::deployment::{DeploymentState, VersionRole};
+use super::entry::VersionEntry;
 use crate::engine::TensorSpec;
 use crate::monitor::ShadowComparison;
-use crate::repository::{Metadata, Scores};
+use crate::repository::{Scores, Task};
+use crate::store::DeployPolicy;
 use serde::Serialize;
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
 /// One input or output of a version.
@@ -39,8 +41,8 @@ pub struct VersionReport {
     /// Why it is not ready.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
-    /// `champion`, `shadow` or `idle`.
-    pub role: &'static str,
+    /// What it does in the deployment.
+    pub role: VersionRole,
     /// `classification` or `regression`, when known.
     pub task: Option<String>,
     /// Engine named in `model.toml`.
@@ -89,6 +91,8 @@ pub struct ShadowReport {
 pub struct ModelReport {
     /// Model name.
     pub name: String,
+    /// The deployment's revision (also the `ETag` of admin answers).
+    pub revision: u64,
     /// Champion version.
     pub champion: Option<String>,
     /// Shadows.
@@ -96,7 +100,7 @@ pub struct ModelReport {
     /// Confidence threshold.
     pub threshold: f64,
     /// Deploy policy for new versions.
-    pub policy: String,
+    pub policy: DeployPolicy,
     /// Previous champions, oldest first.
     pub history: Vec<String>,
     /// The version with the best highlight validation score.
@@ -105,64 +109,14 @@ pub struct ModelReport {
     pub versions: Vec<VersionReport>,
 }
 
-/// True when a larger value of `metric` is better (errors and losses are smaller-is-better).
-pub fn higher_is_better(metric: &str) -> bool {
-    let name = metric.to_ascii_lowercase();
-    !["mse", "mae", "rmse", "loss", "error", "mape"]
-        .iter()
-        .any(|worse| name.contains(worse))
-}
-
-/// True when `candidate`'s highlight validation score beats `incumbent`'s (same metric).
-pub fn beats(candidate: &Metadata, incumbent: Option<&Metadata>) -> bool {
-    let Some((metric, score)) = candidate.highlight_score() else {
-        return false;
-    };
-    let Some(incumbent) = incumbent else {
-        return true;
-    };
-    match incumbent.highlight_score() {
-        Some((other_metric, other)) if other_metric == metric => {
-            if higher_is_better(metric) {
-                score > other
-            } else {
-                score < other
-            }
-        }
-        _ => false,
-    }
-}
-
-/// The ready version with the best highlight validation score.
-pub fn best_validation(versions: &[VersionEntry]) -> Option<&VersionEntry> {
-    let mut best: Option<&VersionEntry> = None;
-    for entry in versions.iter().filter(|v| v.ready().is_some()) {
-        let Some(meta) = entry.metadata.as_ref() else {
-            continue;
-        };
-        if meta.highlight_score().is_none() {
-            continue;
-        }
-        if best.is_none_or(|b| beats(meta, b.metadata.as_ref())) {
-            best = Some(entry);
-        }
-    }
-    best
-}
-
-fn version_report(entry: &VersionEntry, role: &'static str) -> VersionReport {
+fn version_report(entry: &VersionEntry, role: VersionRole) -> VersionReport {
     let meta = entry.metadata.as_ref();
-    let (status, reason) = match &entry.status {
-        VersionStatus::Ready(_) => ("ready", None),
-        VersionStatus::Failed(reason) => ("failed", Some(reason.clone())),
-        VersionStatus::Unloaded => ("unloaded", None),
-    };
     let loaded = entry.ready();
-    let (accepted_rows, rejected_rows) = loaded.map_or((0, 0), |l| l.threshold_counts.totals());
+    let (accepted_rows, rejected_rows) = loaded.map_or((0, 0), |l| l.monitor.threshold_totals());
     VersionReport {
         version: entry.version.clone(),
-        status,
-        reason,
+        status: entry.status.label(),
+        reason: entry.status.reason().map(str::to_string),
         role,
         task: meta.map(|m| m.task.to_string()),
         engine: meta.map(|m| m.engine.to_string()),
@@ -193,92 +147,33 @@ fn version_report(entry: &VersionEntry, role: &'static str) -> VersionReport {
 }
 
 impl ModelReport {
-    /// The report of one model, as it is now.
-    pub fn of(model: &ModelState) -> ModelReport {
-        let deployment = &model.deployment;
-        let champion = deployment.champion().map(|c| c.version.clone());
-        let shadows = deployment.shadows();
-        let versions = model.versions();
-        let classification = |version: &str| {
-            versions
-                .iter()
-                .find(|v| v.version == version)
-                .and_then(|v| v.metadata.as_ref())
-                .is_some_and(|m| m.task == crate::repository::Task::Classification)
-        };
+    /// The report of one model's deployment.
+    pub fn of(state: &DeploymentState) -> ModelReport {
         ModelReport {
-            name: model.name.clone(),
-            champion: champion.clone(),
-            shadows: shadows
+            name: state.model.clone(),
+            revision: state.revision,
+            champion: state.champion.as_ref().map(|c| c.version.clone()),
+            shadows: state
+                .shadows
                 .iter()
                 .map(|s| ShadowReport {
-                    version: s.version.version.clone(),
+                    version: s.version().version.clone(),
                     fraction: s.fraction,
-                    comparison: s.stats.snapshot(classification(&s.version.version)),
+                    comparison: s
+                        .mirror
+                        .stats
+                        .snapshot(s.version().metadata.task == Task::Classification),
                 })
                 .collect(),
-            threshold: deployment.threshold(),
-            policy: deployment.policy().to_string(),
-            history: deployment.history(),
-            best_validation: best_validation(&versions).map(|v| v.version.clone()),
-            versions: versions
+            threshold: state.threshold,
+            policy: state.policy,
+            history: state.history.clone(),
+            best_validation: state.best_validation().map(|v| v.version.clone()),
+            versions: state
+                .versions
                 .iter()
-                .map(|entry| {
-                    let role = if champion.as_deref() == Some(entry.version.as_str()) {
-                        "champion"
-                    } else if shadows.iter().any(|s| s.version.version == entry.version) {
-                        "shadow"
-                    } else {
-                        "idle"
-                    };
-                    version_report(entry, role)
-                })
+                .map(|entry| version_report(entry, state.role(&entry.version)))
                 .collect(),
         }
-    }
-}
-
-/// The deployment of `model` as a small JSON value (audit log before/after).
-pub fn deployment_value(model: &ModelState) -> Value {
-    let deployment = &model.deployment;
-    let shadows: BTreeMap<String, f64> = deployment
-        .shadows()
-        .iter()
-        .map(|s| (s.version.version.clone(), s.fraction))
-        .collect();
-    json!({
-        "champion": deployment.champion().map(|c| c.version.clone()),
-        "shadows": shadows,
-        "threshold": deployment.threshold(),
-        "policy": deployment.policy(),
-        "history": deployment.history(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn error_metrics_rank_smaller_first() {
-        assert!(higher_is_better("accuracy"));
-        assert!(higher_is_better("r2"));
-        assert!(!higher_is_better("rmse"));
-        assert!(!higher_is_better("log_loss"));
-    }
-
-    #[test]
-    fn beats_compares_the_same_metric_only() {
-        let meta = |text: &str| -> Metadata { toml::from_str(text).expect("metadata") };
-        let better =
-            meta("task = \"regression\"\nhighlight = \"rmse\"\n[metrics.validation]\nrmse = 1.0\n");
-        let worse =
-            meta("task = \"regression\"\nhighlight = \"rmse\"\n[metrics.validation]\nrmse = 2.0\n");
-        let other =
-            meta("task = \"regression\"\nhighlight = \"r2\"\n[metrics.validation]\nr2 = 0.5\n");
-        assert!(beats(&better, Some(&worse)));
-        assert!(!beats(&worse, Some(&better)));
-        assert!(!beats(&better, Some(&other)));
-        assert!(beats(&other, None));
     }
 }

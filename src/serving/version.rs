@@ -1,18 +1,15 @@
 //! A loaded, warmed version: engine, metadata, output roles, and the measured cost that decides
 //! whether a request runs inline on the async worker or on the blocking pool.
 
-use super::outputs::OutputRoles;
+use super::outputs::{OutputRoles, prediction_values};
 use super::threshold;
 use crate::engine::{
     DataType, EngineError, Engines, Model, Signature, Tensor, TensorData, TensorSpec,
 };
 use crate::metrics::Metrics;
-use crate::monitor::{MonitorSettings, OutlierModel, ReferenceProfile, VersionMonitor};
-use crate::repository::Task;
-use crate::repository::{Metadata, Reference, RepositoryError, VersionDir};
-use std::path::PathBuf;
+use crate::monitor::{MonitorSettings, ReferenceProfile, VersionMonitor};
+use crate::repository::{Metadata, Reference, RepositoryError, Task, VersionDir};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Rows used for the warm-up and cost measurement (from `reference.csv` when available).
@@ -64,55 +61,24 @@ pub struct LoadContext {
     pub monitor: MonitorSettings,
 }
 
-/// Rows accepted and rejected by the confidence threshold on this version.
-#[derive(Debug, Default)]
-pub struct ThresholdCounters {
-    accepted: AtomicU64,
-    rejected: AtomicU64,
-}
-
-impl ThresholdCounters {
-    /// Adds one request's counts.
-    pub fn record(&self, accepted: usize, rejected: usize) {
-        self.accepted.fetch_add(accepted as u64, Ordering::Relaxed);
-        self.rejected.fetch_add(rejected as u64, Ordering::Relaxed);
-    }
-
-    /// `(accepted, rejected)` so far.
-    pub fn totals(&self) -> (u64, u64) {
-        (
-            self.accepted.load(Ordering::Relaxed),
-            self.rejected.load(Ordering::Relaxed),
-        )
-    }
-}
-
-/// A version ready to serve. Immutable once built (but for its counters); shared as
+/// A version ready to serve. Immutable once built (its monitor counts); shared as
 /// `Arc<LoadedVersion>`.
 pub struct LoadedVersion {
     /// Model name.
     pub model: String,
     /// Version name.
     pub version: String,
-    /// Directory it was loaded from.
-    pub path: PathBuf,
     /// Its `model.toml`.
     pub metadata: Metadata,
-    /// Size of `model.onnx` in bytes.
-    pub file_size: u64,
     /// Which outputs are label, probabilities and value.
     pub roles: OutputRoles,
     /// Measured cost per call.
     pub cost: InferenceCost,
     /// Time spent loading and warming up.
     pub load_time: Duration,
-    /// Reference rows, when the version ships `reference.csv`.
-    pub reference: Option<Reference>,
     /// Outputs of responses: the model's, then `confidence` and `accepted` for classifiers.
     pub served_outputs: Vec<TensorSpec>,
-    /// Threshold outcomes on this version.
-    pub threshold_counts: ThresholdCounters,
-    /// Monitoring: windows, drift, outliers, request figures.
+    /// Monitoring: windows, drift, outliers, request and threshold figures.
     pub monitor: VersionMonitor,
     class_names: Vec<String>,
     engine: Box<dyn Model>,
@@ -137,9 +103,9 @@ impl LoadedVersion {
         let started = Instant::now();
         let metadata = dir.read_metadata()?;
         let onnx = dir.onnx_path();
-        let file_size = std::fs::metadata(&onnx)
-            .map_err(|_| RepositoryError::MissingModel(dir.path.clone()))?
-            .len();
+        if !onnx.is_file() {
+            return Err(RepositoryError::MissingModel(dir.path.clone()).into());
+        }
         let reference = dir.read_reference()?;
         let engine = context.engines.load(metadata.engine, &onnx)?;
         let roles = OutputRoles::find(engine.signature(), metadata.task);
@@ -148,7 +114,13 @@ impl LoadedVersion {
         served_outputs.extend(threshold::added_outputs(&served_outputs, roles));
         let profile = reference
             .as_ref()
-            .map(|reference| reference_profile(engine.as_ref(), roles, reference))
+            .filter(|reference| profiles(engine.signature(), reference))
+            .map(|reference| {
+                ReferenceProfile::build(
+                    reference,
+                    reference_predictions(engine.as_ref(), roles, reference),
+                )
+            })
             .unwrap_or_default();
         let class_names = class_names(engine.signature(), roles, &metadata);
         let load_time = started.elapsed();
@@ -164,15 +136,11 @@ impl LoadedVersion {
         Ok(LoadedVersion {
             model: dir.model.clone(),
             version: dir.version.clone(),
-            path: dir.path.clone(),
             metadata,
-            file_size,
             roles,
             cost,
             load_time,
-            reference,
             served_outputs,
-            threshold_counts: ThresholdCounters::default(),
             monitor,
             class_names,
             engine,
@@ -193,7 +161,7 @@ impl LoadedVersion {
     ///
     /// # Errors
     /// [`EngineError::Run`] from the runtime.
-    pub fn run(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, EngineError> {
+    pub fn run(&self, inputs: &[Tensor]) -> Result<Vec<Tensor>, EngineError> {
         self.engine.run(inputs)
     }
 }
@@ -216,63 +184,32 @@ fn class_names(signature: &Signature, roles: OutputRoles, metadata: &Metadata) -
         .collect()
 }
 
-/// The single 2-D numeric input's width, when the model has exactly one such input.
-pub(super) fn monitored_width(signature: &Signature) -> Option<usize> {
+/// True when `reference` can profile the model's inputs: one numeric 2-D input of the
+/// reference's width, and at least one row.
+fn profiles(signature: &Signature, reference: &Reference) -> bool {
+    let width = reference.features.len();
     match signature.inputs.as_slice() {
-        [input] if input.shape.len() == 2 && input.dtype != DataType::String => input.shape[1],
-        _ => None,
+        [input] => {
+            input.shape.len() == 2
+                && input.dtype != DataType::String
+                && input.shape[1].is_none_or(|w| w == width)
+                && !reference.rows.is_empty()
+        }
+        _ => false,
     }
 }
 
-/// Per-row prediction values for drift: the top class probability (classifiers) or the
-/// regression value.
-pub(super) fn prediction_values(outputs: &[Tensor], roles: OutputRoles) -> Option<Vec<f64>> {
-    if let Some(index) = roles.probabilities {
-        return Some(
-            threshold::confidences(&outputs[index])
-                .into_iter()
-                .map(f64::from)
-                .collect(),
-        );
-    }
-    let tensor = &outputs[roles.value?];
-    Some(
-        (0..tensor.data().len())
-            .filter_map(|i| tensor.data().get_f64(i))
-            .collect(),
-    )
-}
-
-/// Sorted reference columns, the model's own predictions on the reference rows, and the
-/// outlier model: computed once at load, off the request path.
-fn reference_profile(
+/// The model's own predictions on the reference rows (confidence or value), run in batches of
+/// [`PROFILE_BATCH`] rows. Stops at the first batch the model cannot run.
+fn reference_predictions(
     engine: &dyn Model,
     roles: OutputRoles,
     reference: &Reference,
-) -> ReferenceProfile {
+) -> Vec<f64> {
     let width = reference.features.len();
-    let input = match engine.signature().inputs.as_slice() {
-        [input] => input,
-        _ => return ReferenceProfile::default(),
+    let Some(input) = engine.signature().inputs.first() else {
+        return Vec::new();
     };
-    if monitored_width(engine.signature()).is_some_and(|w| w != width)
-        || input.shape.len() != 2
-        || input.dtype == DataType::String
-        || reference.rows.is_empty()
-    {
-        return ReferenceProfile::default();
-    }
-    let mut columns = (0..width)
-        .map(|_| Vec::with_capacity(reference.rows.len()))
-        .collect::<Vec<_>>();
-    for row in &reference.rows {
-        for (column, value) in columns.iter_mut().zip(row) {
-            column.push(*value);
-        }
-    }
-    for column in &mut columns {
-        column.sort_by(f64::total_cmp);
-    }
     let mut predictions = Vec::with_capacity(reference.rows.len());
     for chunk in reference.rows.chunks(PROFILE_BATCH) {
         let values: Vec<f64> = chunk.iter().flatten().copied().collect();
@@ -282,21 +219,14 @@ fn reference_profile(
         let Ok(tensor) = Tensor::new(vec![chunk.len(), width], data) else {
             break;
         };
-        match engine.run(vec![tensor]) {
+        match engine.run(&[tensor]) {
             Ok(outputs) => {
                 predictions.extend(prediction_values(&outputs, roles).unwrap_or_default())
             }
             Err(_) => break,
         }
     }
-    predictions.retain(|v| v.is_finite());
-    predictions.sort_by(f64::total_cmp);
-    ReferenceProfile {
-        features: reference.features.clone(),
-        columns,
-        predictions,
-        outliers: OutlierModel::fit(&reference.rows).ok(),
-    }
+    predictions
 }
 
 /// Builds `rows` warm-up rows for each input: reference rows when the model has one 2-D input of
@@ -356,7 +286,7 @@ fn median_run(engine: &dyn Model, inputs: &[Tensor]) -> Result<Duration, LoadErr
     let mut times = Vec::with_capacity(WARM_UP_RUNS);
     for _ in 0..WARM_UP_RUNS {
         let started = Instant::now();
-        let outputs = engine.run(inputs.to_vec())?;
+        let outputs = engine.run(inputs)?;
         times.push(started.elapsed());
         if outputs.len() != engine.signature().outputs.len() {
             return Err(LoadError::WarmUp(format!(

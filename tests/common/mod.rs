@@ -6,6 +6,8 @@
     reason = "each test binary uses a different subset of the helpers"
 )]
 
+pub mod admin;
+
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -338,4 +340,18 @@ pub async fn json_response(path: &str, response: reqwest::Response) -> (StatusCo
         )
     });
     (status, json)
+}
+
+/// The state file of `model` under a gateway's state directory.
+pub fn state_file(state: &Path, model: &str) -> PathBuf {
+    state.join("deployments").join(format!("{model}.json"))
+}
+
+/// The deployment saved in the state file of `model` (revision, champion, shadows, ...).
+pub fn saved_deployment(state: &Path, model: &str) -> Value {
+    let path = state_file(state, model);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let file: Value = serde_json::from_str(&text).expect("state file is JSON");
+    assert_eq!(file["model"], model, "{}", path.display());
+    file["deployment"].clone()
 }

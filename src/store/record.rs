@@ -1,0 +1,67 @@
+//! The durable form of one model's deployment (`DeploymentRecord`) and the deploy policy it
+//! carries. The live deployment (`serving::DeploymentState`) is written and read back as this.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// What happens to a version that appears in the repository (on rescan and at start).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeployPolicy {
+    /// Loaded and left idle.
+    #[default]
+    Manual,
+    /// Becomes a shadow at fraction 1.0.
+    Shadow,
+    /// Replaces the champion.
+    Champion,
+    /// Replaces the champion only if its highlight validation score beats the champion's.
+    BestValidation,
+}
+
+impl std::fmt::Display for DeployPolicy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DeployPolicy::Manual => "manual",
+            DeployPolicy::Shadow => "shadow",
+            DeployPolicy::Champion => "champion",
+            DeployPolicy::BestValidation => "best_validation",
+        })
+    }
+}
+
+/// One model's deployment by version names: what is saved, what the audit log shows before and
+/// after each change, and what a restart restores.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRecord {
+    /// Changes made so far: +1 per change, never reused.
+    pub revision: u64,
+    /// Champion version.
+    pub champion: Option<String>,
+    /// Shadow versions and their mirror fractions.
+    #[serde(default)]
+    pub shadows: BTreeMap<String, f64>,
+    /// Confidence threshold.
+    pub threshold: f64,
+    /// Deploy policy for new versions.
+    pub policy: DeployPolicy,
+    /// Previous champions, oldest first.
+    #[serde(default)]
+    pub history: Vec<String>,
+    /// Versions already seen, so that only versions added later get the deploy policy.
+    #[serde(default)]
+    pub known_versions: Vec<String>,
+}
+
+impl DeploymentRecord {
+    /// True when both name the same deployment, whatever their revisions.
+    pub fn same_deployment(&self, other: &DeploymentRecord) -> bool {
+        self.champion == other.champion
+            && self.shadows == other.shadows
+            && self.threshold.to_bits() == other.threshold.to_bits()
+            && self.policy == other.policy
+            && self.history == other.history
+            && self.known_versions == other.known_versions
+    }
+}
