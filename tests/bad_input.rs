@@ -103,6 +103,12 @@ fn cases() -> Vec<Case> {
         raw_case("array instead of object", "[1, 2]", bad, "invalid type"),
         raw_case("trailing garbage", "{\"inputs\": []} x", bad, "malformed JSON"),
         json_case("missing inputs", INFER, json!({}), bad, "missing field `inputs`"),
+        json_case("id not a string", INFER,
+            json!({"id": 42, "inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": row}]}),
+            bad, "id: invalid type: integer `42`, expected a string"),
+        json_case("id an object", INFER,
+            json!({"id": {"n": 1}, "inputs": [{"name": "float_input", "shape": [1, 4], "datatype": "FP32", "data": row}]}),
+            bad, "id: invalid type: map"),
         json_case("inputs not a list", INFER, json!({"inputs": 5}), bad, "inputs"),
         json_case("empty inputs", INFER, json!({"inputs": []}), bad, "at least one input"),
         json_case("missing input name", INFER,
@@ -325,5 +331,102 @@ async fn a_version_that_fails_to_load_is_reported_not_fatal() {
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["model_version"], "1");
+    gateway.stop().await;
+}
+
+/// Sends `head` and then all of `body` before reading anything, as Python's `http.client` does,
+/// then reads the whole answer. Panics when the connection breaks before the answer is read.
+fn write_all_then_read(address: std::net::SocketAddr, head: &str, body: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).expect("connect");
+    stream
+        .set_read_timeout(Some(std::time::Duration::from_secs(30)))
+        .expect("read timeout");
+    stream.write_all(head.as_bytes()).expect("head sent");
+    stream
+        .write_all(body)
+        .expect("the whole body is taken: the gateway reads what it refuses");
+    stream.flush().expect("flush");
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => break,
+            Ok(n) => {
+                answer.extend_from_slice(&buffer[..n]);
+                let text = String::from_utf8_lossy(&answer);
+                if let Some((headers, rest)) = text.split_once("\r\n\r\n")
+                    && let Some(length) = headers
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length: "))
+                        .and_then(|n| n.trim().parse::<usize>().ok())
+                    && rest.len() >= length
+                {
+                    break;
+                }
+            }
+            Err(error) => panic!(
+                "the connection broke before the answer was read: {error}; read so far: {}",
+                String::from_utf8_lossy(&answer)
+            ),
+        }
+    }
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_body_gets_a_413_even_a_client_that_writes_it_all_first_can_read() {
+    let mut config = Config::for_models(models_dir());
+    config.max_body_bytes = MAX_BODY_BYTES;
+    let gateway = TestGateway::start_with(config).await;
+    let address = gateway.addr;
+    // Far more than the socket buffers hold: a gateway that answers without reading the rest
+    // would reset the connection under the writing client.
+    let body = vec![b' '; 16 << 20];
+    let declared = format!(
+        "POST {INFER} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let chunked_body: Vec<u8> = body
+        .chunks(1 << 20)
+        .flat_map(|chunk| {
+            let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+            framed.extend_from_slice(chunk);
+            framed.extend_from_slice(b"\r\n");
+            framed
+        })
+        .chain(b"0\r\n\r\n".iter().copied())
+        .collect();
+    let chunked = format!(
+        "POST {INFER} HTTP/1.1\r\nHost: {address}\r\nContent-Type: application/json\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    );
+    for (name, head, body) in [
+        ("declared", declared, body),
+        ("chunked", chunked, chunked_body),
+    ] {
+        let answer =
+            tokio::task::spawn_blocking(move || write_all_then_read(address, &head, &body))
+                .await
+                .expect("client thread");
+        assert!(answer.starts_with("HTTP/1.1 413"), "{name}: {answer}");
+        let json = answer.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+        let error: Value =
+            serde_json::from_str(json).unwrap_or_else(|_| panic!("{name}: {answer}"));
+        assert!(
+            error["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("limit of 65536 bytes")),
+            "{name}: {error}"
+        );
+    }
+    let (status, body) = gateway
+        .post_json(
+            INFER,
+            &common::v2_body("float_input", &[vec![5.1, 3.5, 1.4, 0.2]]),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "still serving: {body}");
     gateway.stop().await;
 }

@@ -10,17 +10,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use common::process::{ServingProcess, vigil};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-fn vigil() -> Command {
-    let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
-    command.current_dir(common::root());
-    command.env_remove("VIGIL_ADDR");
-    command
-}
+use std::process::Command;
+use std::time::Duration;
 
 #[test]
 fn check_prints_every_version_and_succeeds() {
@@ -147,37 +141,9 @@ fn invalid_configuration_lists_every_problem() {
 #[test]
 fn sigterm_drains_in_flight_requests_and_exits_zero() {
     let state = tempfile::tempdir().expect("tempdir");
-    let mut child = vigil()
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--state",
-        ])
-        .arg(state.path())
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("vigil starts");
-    let stderr = child.stderr.take().expect("stderr piped");
-    let mut lines = BufReader::new(stderr).lines();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut log = String::new();
-    let address = loop {
-        assert!(Instant::now() < deadline, "no `serving` log line:\n{log}");
-        let line = lines.next().expect("log line").expect("utf-8 log");
-        log.push_str(&line);
-        log.push('\n');
-        let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
-        if entry["fields"]["message"] == "serving" {
-            break entry["fields"]["address"]
-                .as_str()
-                .expect("address")
-                .to_string();
-        }
-    };
+    let mut gateway = ServingProcess::start(&["--state".as_ref(), state.path().as_os_str()]);
+    let log = gateway.log();
+    let address = gateway.address.clone();
     assert!(
         log.contains("ONNX Runtime loaded") && log.contains("1.32.0"),
         "{log}"
@@ -199,7 +165,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     stream.write_all(&body[..20]).expect("half the body");
     stream.flush().expect("flush");
     std::thread::sleep(Duration::from_millis(200));
-    let pid = child.id().to_string();
+    let pid = gateway.child.id().to_string();
     let killed = Command::new("kill")
         .args(["-TERM", &pid])
         .status()
@@ -212,7 +178,7 @@ fn sigterm_drains_in_flight_requests_and_exits_zero() {
     assert!(response.starts_with("HTTP/1.1 200"), "{response}");
     assert!(response.contains("\"model_version\":\"1\""), "{response}");
 
-    let status = child.wait().expect("vigil exits");
+    let status = gateway.child.wait().expect("vigil exits");
     assert_eq!(status.code(), Some(0));
     assert!(
         TcpStream::connect(&address).is_err(),

@@ -6,6 +6,7 @@
 mod compare;
 mod drift;
 mod latency;
+mod linalg;
 mod observation;
 mod outlier;
 mod reference;

@@ -7,6 +7,7 @@
 )]
 
 pub mod admin;
+pub mod process;
 
 use reqwest::StatusCode;
 use serde_json::Value;
