@@ -2,7 +2,7 @@
 //! variables and flags (flags win over env, both over the file, the file over defaults). The
 //! result is a validated [`Config`]; nothing else reads the environment.
 
-use crate::serving::DeployPolicy;
+use crate::store::DeployPolicy;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

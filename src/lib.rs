@@ -3,12 +3,27 @@
 //! # Request path
 //!
 //! ```text
-//! client ──HTTP──▶ api (decode + validate) ──▶ serving::Registry::resolve (model → version)
-//!                                              └─▶ serving::Registry::predict
-//!                                                    ├─ fit inputs to the signature (names, shapes, types)
-//!                                                    └─ engine::Model::run (ort session pool / tract plan),
-//!                                                       inline when cheap, on the blocking pool when not
+//! client ──HTTP──▶ api (decode + validate; observe.rs counts the outcome)
+//!                   └─▶ serving::Registry::route: one load of the model's DeploymentState
+//!                         → champion (or the named version), threshold and shadows of that snapshot
+//!                   └─▶ serving::Registry::predict
+//!                         ├─ fit inputs to the signature (names, shapes, types)
+//!                         ├─ engine::Model::run (ort session pool / tract plan),
+//!                         │    inline when cheap, on the blocking pool when not
+//!                         ├─ confidence + accepted outputs (the snapshot's threshold)
+//!                         ├─ monitor::VersionMonitor::record(Observation): O(features) per row
+//!                         └─ mirror queues of the snapshot's shadows (try_send; full ⇒ dropped,
+//!                              counted) ──▶ shadow worker threads (off the path)
 //! client ◀──HTTP── api (encode: v2 JSON or binary tensors, or v1 predictions)
+//! ```
+//!
+//! # Change path
+//!
+//! ```text
+//! admin API / start-up / deploy policy / rescan
+//!   └─▶ serving::commit: per-model lock + If-Match → prepare (load, warm, mirrors; blocking pool)
+//!         → plan (pure) → store::DeploymentStore::commit (audit entry, then state file)
+//!         → one ArcSwap store (infallible)
 //! ```
 //!
 //! # Layout
@@ -16,10 +31,14 @@
 //! - [`config`]: settings from file, env and flags, validated once.
 //! - [`repository`]: the model repository on disk and each version's metadata.
 //! - [`engine`]: the `Model` trait, ONNX Runtime and tract backends, tensors.
-//! - [`serving`]: loaded versions, deployments (champion, shadows, thresholds), predictions.
-//! - [`monitor`]: shadow-versus-champion comparison.
-//! - [`state`]: durable deployment state and the audit log.
-//! - [`api`]: HTTP routes, admin auth, and the one mapping from errors to status codes.
+//! - [`serving`]: loaded versions, each model's deployment value and its one change path,
+//!   routing and predictions, shadow mirrors.
+//! - [`monitor`]: latency and request figures, drift windows and KS tests, outlier scores,
+//!   shadow comparison, the views of them.
+//! - [`metrics`]: every metric name, label and bucket; the Prometheus recorder.
+//! - [`store`]: durable deployments (one state file per model) and the audit log.
+//! - [`api`]: HTTP routes, admin auth, revisions (`ETag`/`If-Match`), and the one mapping from
+//!   errors to status codes.
 //! - [`client`]: the admin API client behind `vigil admin`.
 //! - [`shutdown`]: the SIGINT/SIGTERM signal.
 
@@ -37,7 +56,6 @@ pub mod store;
 use crate::config::Config;
 use crate::engine::{EngineError, Engines};
 use crate::monitor::MonitorSettings;
-use crate::repository::RepositoryError;
 use crate::serving::{
     DeploymentDefaults, LoadContext, MirrorSettings, Registry, RegistrySettings, ServingError,
     ServingOptions,
@@ -53,13 +71,10 @@ pub enum StartupError {
     /// ONNX Runtime could not be found or loaded.
     #[error(transparent)]
     Engine(#[from] EngineError),
-    /// The model repository could not be read.
-    #[error(transparent)]
-    Repository(#[from] RepositoryError),
     /// The deployment state could not be read or written.
     #[error(transparent)]
     State(#[from] StoreError),
-    /// Saved deployments could not be applied.
+    /// The repository could not be read, or the saved deployments could not be applied.
     #[error(transparent)]
     Deployments(#[from] ServingError),
     /// A file-system or socket operation failed.

@@ -30,7 +30,7 @@ use self::mirror::MirrorJob;
 pub use self::mirror::{Mirror, MirrorSettings};
 pub use self::monitoring::{ModelMonitoring, VersionMonitoring};
 pub use self::outputs::{OutputRoles, RowPrediction, row_predictions};
-pub use self::plan::{Change, plan};
+pub use self::plan::{Change, needs_mirror, plan};
 pub use self::predict::{NamedInput, fit_inputs};
 pub use self::report::{ModelReport, ShadowReport, VersionReport};
 pub use self::scan::ScanOutcome;

@@ -224,20 +224,7 @@ pub fn iris_rows() -> Vec<Vec<f64>> {
 
 /// Unversioned v2 and v1 calls on iris answer with this version.
 pub async fn assert_champion_serves(gateway: &TestGateway, version: &str) {
-    let (status, body) = gateway
-        .post_json(
-            "/v2/models/iris/infer",
-            &v2_body("float_input", &iris_rows()),
-        )
-        .await;
-    assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["model_version"], version, "v2: {body}");
-    let expected = fixture("iris", version);
-    let labels = model_outputs(&body)
-        .into_iter()
-        .find(|o| o["name"] == "label")
-        .expect("label output");
-    assert_eq!(labels["data"], expected["outputs"]["label"]["data"]);
+    assert_champion_like(gateway, version, version).await;
     let (status, body) = gateway
         .post_json(
             "/v1/models/iris:predict",
@@ -248,6 +235,7 @@ pub async fn assert_champion_serves(gateway: &TestGateway, version: &str) {
     assert_eq!(body["model_version"], version, "v1: {body}");
 }
 
+/// Every line of the audit log under `state`, parsed.
 pub fn audit_lines(state: &Path) -> Vec<Value> {
     std::fs::read_to_string(state.join("audit.jsonl"))
         .expect("audit log")
