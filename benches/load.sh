@@ -33,6 +33,9 @@
 #   SWAP_VERSIONS       swap: the two versions alternated                [default: 1,2]
 #   SWAP_GAP_MS         swap: pause before each swap, milliseconds       [default: 20]
 #   READY_TIMEOUT       seconds to wait for each server to answer        [default: 60]
+#   VIGIL_BIN           the gateway binary measured                      [default: target/release/vigil]
+#   COMPARE_BIN         baseline: a second gateway binary (e.g. an earlier build), measured in the
+#                       same run, interleaved with the first for each concurrency [default: none]
 #
 # Exit status: 0 when every run completed, whether or not the targets are met (they are
 # informational); non-zero when a server does not start, wrk fails, wrk reports non-2xx
@@ -57,6 +60,8 @@ SWAPS="${SWAPS:-50}"
 SWAP_VERSIONS="${SWAP_VERSIONS:-1,2}"
 SWAP_GAP_MS="${SWAP_GAP_MS:-20}"
 READY_TIMEOUT="${READY_TIMEOUT:-60}"
+VIGIL_BIN="${VIGIL_BIN:-target/release/vigil}"
+COMPARE_BIN="${COMPARE_BIN:-}"
 MAX_THREADS=2 # the reference machine has 2 cores, shared by wrk and the server under test
 
 # Targets (informational).
@@ -109,7 +114,7 @@ ADMIN_PID=""
 
 cleanup() {
     local status=$?
-    for pid in "$GATEWAY_PID" "$BARE_PID" "$ADMIN_PID"; do
+    for pid in $GATEWAY_PID "$BARE_PID" "$ADMIN_PID"; do
         if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
             kill "$pid" 2>/dev/null || true
             wait "$pid" 2>/dev/null || true
@@ -240,25 +245,34 @@ busy_note() {
 # ---------------------------------------------------------------------------------------------
 # baseline: the gateway against a bare hyper server.
 section_baseline() {
-    GATEWAY_PORT="$(free_port)"
-    echo "== starting vigil on 127.0.0.1:$GATEWAY_PORT"
-    target/release/vigil serve --models models --addr "127.0.0.1:$GATEWAY_PORT" \
-        --state "$WORK/state" >"$WORK/gateway.log" 2>&1 &
-    GATEWAY_PID=$!
-    wait_for gateway "$GATEWAY_PID" "http://127.0.0.1:$GATEWAY_PORT/v2/health/ready"
+    # The gateways measured: VIGIL_BIN, and COMPARE_BIN when given.
+    local -a NAMES=(gateway) BINS=("$VIGIL_BIN") PIDS=() URLS=()
+    if [[ -n "$COMPARE_BIN" ]]; then
+        [[ -x "$COMPARE_BIN" ]] || die "COMPARE_BIN $COMPARE_BIN is not an executable"
+        NAMES+=(compare)
+        BINS+=("$COMPARE_BIN")
+    fi
+    local i port
+    for i in "${!NAMES[@]}"; do
+        port="$(free_port)"
+        echo "== starting ${NAMES[$i]} (${BINS[$i]}) on 127.0.0.1:$port"
+        "${BINS[$i]}" serve --models models --addr "127.0.0.1:$port" \
+            --state "$WORK/state-${NAMES[$i]}" >"$WORK/${NAMES[$i]}.log" 2>&1 &
+        PIDS+=($!)
+        GATEWAY_PID="${PIDS[*]}"
+        wait_for "${NAMES[$i]}" "${PIDS[$i]}" "http://127.0.0.1:$port/v2/health/ready"
+        URLS+=("http://127.0.0.1:$port$INFER_PATH")
+    done
 
     BARE_PORT="$(free_port)"
-    while [[ "$BARE_PORT" == "$GATEWAY_PORT" ]]; do BARE_PORT="$(free_port)"; done
     echo "== starting bare hyper on 127.0.0.1:$BARE_PORT"
     target/release/examples/bare_hyper "127.0.0.1:$BARE_PORT" >"$WORK/bare.log" 2>&1 &
     BARE_PID=$!
     wait_for bare "$BARE_PID" "http://127.0.0.1:$BARE_PORT/"
-
-    GATEWAY_URL="http://127.0.0.1:$GATEWAY_PORT$INFER_PATH"
     BARE_URL="http://127.0.0.1:$BARE_PORT$INFER_PATH"
 
-    # The exact request wrk sends must succeed on both servers before anything is measured.
-    for url in "$GATEWAY_URL" "$BARE_URL"; do
+    # The exact request wrk sends must succeed on every server before anything is measured.
+    for url in "${URLS[@]}" "$BARE_URL"; do
         code="$(curl -s -o "$WORK/check.json" -w '%{http_code}' --max-time 5 \
             -H 'Content-Type: application/json' --data-binary "$BODY" "$url" || true)"
         if [[ "$code" != "200" ]]; then
@@ -267,57 +281,69 @@ section_baseline() {
             exit 1
         fi
     done
-    echo "   gateway answer: $(curl -s -H 'Content-Type: application/json' --data-binary "$BODY" "$GATEWAY_URL")"
+    echo "   gateway answer: $(curl -s -H 'Content-Type: application/json' --data-binary "$BODY" "${URLS[0]}")"
 
-    local -A G_RPS G_P50 G_P99 B_RPS B_P50 B_P99
+    local -A RPS_OF P50_OF P99_OF
     for c in $CONCURRENCY; do
         echo "== c=$c: warm-up $WARMUP, then $DURATION per server"
-        run_wrk gateway-warmup "$GATEWAY_URL" "$c" "$WARMUP"
-        run_wrk gateway "$GATEWAY_URL" "$c" "$DURATION"
-        G_RPS[$c]=$RPS G_P50[$c]=$P50_US G_P99[$c]=$P99_US
+        for i in "${!NAMES[@]}"; do
+            run_wrk "${NAMES[$i]}-warmup" "${URLS[$i]}" "$c" "$WARMUP"
+            run_wrk "${NAMES[$i]}" "${URLS[$i]}" "$c" "$DURATION"
+            RPS_OF[${NAMES[$i]},$c]=$RPS P50_OF[${NAMES[$i]},$c]=$P50_US P99_OF[${NAMES[$i]},$c]=$P99_US
+        done
         run_wrk bare-warmup "$BARE_URL" "$c" "$WARMUP"
         run_wrk bare "$BARE_URL" "$c" "$DURATION"
-        B_RPS[$c]=$RPS B_P50[$c]=$P50_US B_P99[$c]=$P99_US
+        RPS_OF[bare,$c]=$RPS P50_OF[bare,$c]=$P50_US P99_OF[bare,$c]=$P99_US
     done
 
     echo
     echo "wrk $(wrk -v 2>&1 | head -n1 | awk '{ print $2 }'), $(nproc) CPUs, duration $DURATION per run, threads min(c, $MAX_THREADS)"
     echo "body: single-row iris v2 JSON, POST $INFER_PATH"
+    for i in "${!NAMES[@]}"; do
+        echo "${NAMES[$i]}: ${BINS[$i]}"
+    done
     echo
     echo "latencies in µs; p50 diff = gateway p50 - bare p50"
-    printf '%5s | %12s | %12s | %6s | %9s | %9s | %9s | %9s | %9s\n' \
-        conc 'gateway r/s' 'bare r/s' ratio 'gw p50' 'bare p50' 'p50 diff' 'gw p99' 'bare p99'
-    printf '%s\n' '------+--------------+--------------+--------+-----------+-----------+-----------+-----------+----------'
+    printf '%-8s | %5s | %12s | %12s | %6s | %9s | %9s | %9s | %9s | %9s\n' \
+        server conc 'r/s' 'bare r/s' ratio 'p50' 'bare p50' 'p50 diff' 'p99' 'bare p99'
+    printf '%s\n' '---------+-------+--------------+--------------+--------+-----------+-----------+-----------+-----------+----------'
     for c in $CONCURRENCY; do
-        awk -v c="$c" -v gr="${G_RPS[$c]}" -v br="${B_RPS[$c]}" \
-            -v g50="${G_P50[$c]}" -v b50="${B_P50[$c]}" -v g99="${G_P99[$c]}" -v b99="${B_P99[$c]}" 'BEGIN {
-            printf "%5d | %12.0f | %12.0f | %6.2f | %9.1f | %9.1f | %+9.1f | %9.1f | %9.1f\n",
-                c, gr, br, (br > 0 ? gr / br : 0), g50, b50, g50 - b50, g99, b99
-        }'
+        for name in "${NAMES[@]}"; do
+            awk -v n="$name" -v c="$c" -v gr="${RPS_OF[$name,$c]}" -v br="${RPS_OF[bare,$c]}" \
+                -v g50="${P50_OF[$name,$c]}" -v b50="${P50_OF[bare,$c]}" \
+                -v g99="${P99_OF[$name,$c]}" -v b99="${P99_OF[bare,$c]}" 'BEGIN {
+                printf "%-8s | %5d | %12.0f | %12.0f | %6.2f | %9.1f | %9.1f | %+9.1f | %9.1f | %9.1f\n",
+                    n, c, gr, br, (br > 0 ? gr / br : 0), g50, b50, g50 - b50, g99, b99
+            }'
+        done
     done
     echo
 
     # Targets, when the concurrencies they name were run.
-    if [[ -n "${G_RPS[64]:-}" ]]; then
-        awk -v gr="${G_RPS[64]}" -v br="${B_RPS[64]}" -v t="$TARGET_RATIO_PCT" 'BEGIN {
-            pct = (br > 0 ? 100 * gr / br : 0)
-            printf "%s: throughput at c=64: gateway is %.1f%% of bare hyper (target >= %d%%)\n",
-                (pct >= t ? "PASS" : "FAIL"), pct, t
-        }'
-    else
-        echo "SKIP: throughput target needs c=64 in CONCURRENCY"
-    fi
-    if [[ -n "${G_P50[1]:-}" ]]; then
-        awk -v g="${G_P50[1]}" -v b="${B_P50[1]}" -v t="$TARGET_P50_US" 'BEGIN {
-            d = g - b
-            printf "%s: p50 at c=1: gateway is %+.1f µs from bare hyper (target <= %d µs)\n",
-                (d <= t ? "PASS" : "FAIL"), d, t
-        }'
-    else
-        echo "SKIP: p50 target needs c=1 in CONCURRENCY"
-    fi
+    for name in "${NAMES[@]}"; do
+        if [[ -n "${RPS_OF[$name,64]:-}" ]]; then
+            awk -v n="$name" -v gr="${RPS_OF[$name,64]}" -v br="${RPS_OF[bare,64]}" -v t="$TARGET_RATIO_PCT" 'BEGIN {
+                pct = (br > 0 ? 100 * gr / br : 0)
+                printf "%s: %s throughput at c=64 is %.1f%% of bare hyper (target >= %d%%)\n",
+                    (pct >= t ? "PASS" : "FAIL"), n, pct, t
+            }'
+        else
+            echo "SKIP: throughput target needs c=64 in CONCURRENCY"
+        fi
+        if [[ -n "${P50_OF[$name,1]:-}" ]]; then
+            awk -v n="$name" -v g="${P50_OF[$name,1]}" -v b="${P50_OF[bare,1]}" -v t="$TARGET_P50_US" 'BEGIN {
+                d = g - b
+                printf "%s: %s p50 at c=1 is %+.1f µs from bare hyper (target <= %d µs)\n",
+                    (d <= t ? "PASS" : "FAIL"), n, d, t
+            }'
+        else
+            echo "SKIP: p50 target needs c=1 in CONCURRENCY"
+        fi
+    done
     echo "(targets are informational; wrk and the server under test share the machine's cores)"
-    stop_server "$GATEWAY_PID"
+    for pid in "${PIDS[@]}"; do
+        stop_server "$pid"
+    done
     stop_server "$BARE_PID"
     GATEWAY_PID="" BARE_PID=""
     echo
@@ -338,7 +364,7 @@ start_admin_gateway() {
     shift
     ADMIN_PORT="$(free_port)"
     echo "== starting vigil ($name) on 127.0.0.1:$ADMIN_PORT with an admin token${*:+, flags: $*}"
-    VIGIL_ADMIN_TOKEN="$ADMIN_TOKEN" target/release/vigil serve --models models \
+    VIGIL_ADMIN_TOKEN="$ADMIN_TOKEN" "$VIGIL_BIN" serve --models models \
         --addr "127.0.0.1:$ADMIN_PORT" --state "$WORK/state-$name" "$@" >"$WORK/$name.log" 2>&1 &
     ADMIN_PID=$!
     ADMIN_BASE="http://127.0.0.1:$ADMIN_PORT"
