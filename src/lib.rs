@@ -35,6 +35,7 @@
 //!   routing and predictions, shadow mirrors.
 //! - [`monitor`]: latency and request figures, drift windows and KS tests, outlier scores,
 //!   shadow comparison, the views of them.
+//! - [`feedback`]: ground truth by request id, live quality, promotion evidence, retraining.
 //! - [`metrics`]: every metric name, label and bucket; the Prometheus recorder.
 //! - [`store`]: durable deployments (one state file per model) and the audit log.
 //! - [`api`]: HTTP routes, admin auth, revisions (`ETag`/`If-Match`), and the one mapping from
@@ -46,6 +47,7 @@ pub mod api;
 pub mod client;
 pub mod config;
 pub mod engine;
+pub mod feedback;
 pub mod metrics;
 pub mod monitor;
 pub mod repository;

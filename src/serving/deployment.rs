@@ -10,7 +10,7 @@ use super::entry::{VersionEntry, VersionStatus};
 use super::mirror::Mirror;
 use super::{LoadedVersion, ServingError};
 use crate::repository::compare_versions;
-use crate::store::{DeployPolicy, DeploymentRecord};
+use crate::store::{DeployPolicy, DeploymentRecord, PromotionSettings};
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -78,6 +78,8 @@ pub struct DeploymentState {
     pub policy: DeployPolicy,
     /// Previous champions, oldest first (at most [`HISTORY_LIMIT`]).
     pub history: Vec<String>,
+    /// When a shadow is promoted on evidence.
+    pub promotion: PromotionSettings,
     /// Every version, in version order.
     pub versions: Vec<VersionEntry>,
 }
@@ -93,6 +95,7 @@ impl DeploymentState {
             threshold,
             policy,
             history: Vec::new(),
+            promotion: PromotionSettings::default(),
             versions: Vec::new(),
         }
     }
@@ -176,6 +179,7 @@ impl DeploymentState {
             policy: self.policy,
             history: self.history.clone(),
             known_versions: self.versions.iter().map(|v| v.version.clone()).collect(),
+            promotion: self.promotion,
         }
     }
 
@@ -221,6 +225,7 @@ pub fn restore(
         threshold: saved.threshold,
         policy: saved.policy,
         history: saved.history.clone(),
+        promotion: saved.promotion,
         versions,
     };
     let mut substitutions = Vec::new();

@@ -8,7 +8,7 @@ use super::entry::{VersionEntry, VersionStatus};
 use super::mirror::Mirror;
 use super::{LoadedVersion, ServingError};
 use crate::repository::compare_versions;
-use crate::store::DeployPolicy;
+use crate::store::{DeployPolicy, PromotionSettings};
 use std::sync::Arc;
 
 /// A change to one model's deployment, with what it needs already prepared.
@@ -34,6 +34,8 @@ pub enum Change {
     Threshold(f64),
     /// Set the deploy policy for versions added later.
     Policy(DeployPolicy),
+    /// Set the promotion rule.
+    Promotion(PromotionSettings),
     /// Bring back a previous champion: the history is cut at its last occurrence.
     Rollback(Arc<LoadedVersion>),
     /// Versions (re)loaded on request; a model without a champion gets its highest ready one.
@@ -59,6 +61,7 @@ impl Change {
             Change::Unshadow(_) => "unshadow".into(),
             Change::Threshold(_) => "threshold".into(),
             Change::Policy(_) => "policy".into(),
+            Change::Promotion(_) => "promotion settings".into(),
             Change::Rollback(_) => "rollback".into(),
             Change::Load(_) => "load".into(),
             Change::Unload(version) => format!("unload {version}"),
@@ -86,6 +89,39 @@ pub fn check_unit_interval(field: &str, value: f64) -> Result<(), ServingError> 
             format!("expected a number from 0 to 1, got {value}"),
         ))
     }
+}
+
+/// Checks a promotion rule: α strictly between 0 and 1, at least one paired row before a
+/// decision, and `max_labels` not below `min_labels`.
+///
+/// # Errors
+/// [`ServingError::InvalidInput`] naming the field.
+pub fn check_promotion(settings: &PromotionSettings) -> Result<(), ServingError> {
+    if !(settings.alpha > 0.0 && settings.alpha < 1.0) {
+        return Err(ServingError::invalid(
+            "alpha",
+            format!(
+                "expected a level strictly between 0 and 1, got {}",
+                settings.alpha
+            ),
+        ));
+    }
+    if settings.min_labels == 0 {
+        return Err(ServingError::invalid(
+            "min_labels",
+            "expected at least 1 paired labelled row",
+        ));
+    }
+    if settings.max_labels < settings.min_labels {
+        return Err(ServingError::invalid(
+            "max_labels",
+            format!(
+                "expected at least min_labels ({}), got {}",
+                settings.min_labels, settings.max_labels
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// True when adding `entry` to `state` makes it a shadow, so that its mirror must be prepared.
@@ -155,6 +191,10 @@ pub fn plan(state: &DeploymentState, change: &Change) -> Result<DeploymentState,
             next.threshold = *threshold;
         }
         Change::Policy(policy) => next.policy = *policy,
+        Change::Promotion(settings) => {
+            check_promotion(settings)?;
+            next.promotion = *settings;
+        }
         Change::Rollback(target) => {
             let Some(position) = next.history.iter().rposition(|v| v == &target.version) else {
                 return Err(ServingError::Conflict(format!(

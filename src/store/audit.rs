@@ -200,6 +200,7 @@ mod tests {
             policy: DeployPolicy::Manual,
             history: vec![],
             known_versions: vec!["1".into()],
+            promotion: Default::default(),
         }
     }
 

@@ -16,7 +16,7 @@ mod audit;
 mod record;
 
 pub use self::audit::{Actor, AuditEntry, AuditLog};
-pub use self::record::{DeployPolicy, DeploymentRecord};
+pub use self::record::{DeployPolicy, DeploymentRecord, PromotionMode, PromotionSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -251,6 +251,7 @@ impl DeploymentStore {
                 policy: saved.policy,
                 history: saved.history,
                 known_versions: saved.known_versions,
+                promotion: PromotionSettings::default(),
             };
             self.write_state(&model, &record)?;
         }

@@ -30,6 +30,43 @@ impl std::fmt::Display for DeployPolicy {
     }
 }
 
+/// Whether a shadow that the evidence shows better is promoted by vigil or left to an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromotionMode {
+    /// The evidence is shown; nothing changes by itself.
+    #[default]
+    Manual,
+    /// A shadow decided better is promoted through the change path (actor `promotion`).
+    Auto,
+}
+
+/// The promotion rule of one model: mode, level and the bounds on paired labelled rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PromotionSettings {
+    /// Manual or automatic promotion.
+    pub mode: PromotionMode,
+    /// Level of the sequential test: a shadow no better than the champion is decided better
+    /// with probability at most `alpha`, however often the evidence is looked at.
+    pub alpha: f64,
+    /// No decision before this many paired labelled rows.
+    pub min_labels: u64,
+    /// After this many paired rows without a decision, the comparison ends undecided.
+    pub max_labels: u64,
+}
+
+impl Default for PromotionSettings {
+    fn default() -> Self {
+        PromotionSettings {
+            mode: PromotionMode::Manual,
+            alpha: 0.05,
+            min_labels: 200,
+            max_labels: 20_000,
+        }
+    }
+}
+
 /// One model's deployment by version names: what is saved, what the audit log shows before and
 /// after each change, and what a restart restores.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -52,6 +89,9 @@ pub struct DeploymentRecord {
     /// Versions already seen, so that only versions added later get the deploy policy.
     #[serde(default)]
     pub known_versions: Vec<String>,
+    /// When a shadow is promoted on evidence.
+    #[serde(default)]
+    pub promotion: PromotionSettings,
 }
 
 impl DeploymentRecord {
@@ -63,5 +103,6 @@ impl DeploymentRecord {
             && self.policy == other.policy
             && self.history == other.history
             && self.known_versions == other.known_versions
+            && self.promotion == other.promotion
     }
 }

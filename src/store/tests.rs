@@ -9,6 +9,7 @@ fn record(revision: u64, threshold: f64) -> DeploymentRecord {
         policy: DeployPolicy::BestValidation,
         history: vec!["1".into()],
         known_versions: vec!["1".into(), "2".into(), "3".into()],
+        promotion: Default::default(),
     }
 }
 

@@ -432,6 +432,7 @@ fn saved(champion: &str, shadows: &[(&str, f64)]) -> DeploymentRecord {
         policy: DeployPolicy::Shadow,
         history: vec!["1".into()],
         known_versions: vec!["1".into(), "2".into(), "3".into()],
+        promotion: Default::default(),
     }
 }
 
