@@ -41,10 +41,12 @@
 //! - [`api`]: HTTP routes, admin auth, revisions (`ETag`/`If-Match`), and the one mapping from
 //!   errors to status codes.
 //! - [`client`]: the admin API client behind `vigil admin`.
+//! - [`clock`]: wall-clock time as recorded (epoch milliseconds, RFC 3339).
 //! - [`shutdown`]: the SIGINT/SIGTERM signal.
 
 pub mod api;
 pub mod client;
+pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod feedback;

@@ -13,9 +13,13 @@
 //! state file holds the revision of its last audit entry.
 
 mod audit;
+pub mod feedback;
 mod record;
+mod sqlite;
 
 pub use self::audit::{Actor, AuditEntry, AuditLog};
+pub use self::feedback::FeedbackStore;
+pub use self::sqlite::SqliteFeedbackStore;
 pub use self::record::{DeployPolicy, DeploymentRecord, PromotionMode, PromotionSettings};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -52,6 +56,14 @@ pub enum StoreError {
         /// The file.
         path: PathBuf,
         /// The OS error.
+        reason: String,
+    },
+    /// The feedback database failed.
+    #[error("feedback database {path}: {reason}")]
+    Database {
+        /// The database (file or address, without credentials).
+        path: String,
+        /// What failed.
         reason: String,
     },
 }
