@@ -20,7 +20,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tower::ServiceExt;
-use vigil::api::{AppState, router};
+use vigil::api::{Access, AppState, router};
 use vigil::config::Config;
 
 const URI: &str = "/v2/models/iris/versions/1/infer";
@@ -76,12 +76,16 @@ fn infer_path(c: &mut Criterion) {
         .build()
         .expect("tokio runtime");
     let config = Config::for_models(Path::new(env!("CARGO_MANIFEST_DIR")).join("models"));
-    let (engines, registry) = runtime
+    let loaded = runtime
         .block_on(vigil::load(&config, false))
         .expect("load ONNX Runtime and the model repository");
+    let (engines, registry) = (loaded.engines, loaded.registry);
     let app = router(AppState::new(
         Arc::new(registry),
-        config.max_body_bytes,
+        Access {
+            max_body_bytes: config.max_body_bytes,
+            ..Access::default()
+        },
         None,
     ));
 

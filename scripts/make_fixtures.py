@@ -135,7 +135,9 @@ def write(name, model, description):
 
 
 def main():
-    shutil.rmtree(OUT, ignore_errors=True)
+    # Only this script's models: scripts/make_feedback_fixtures.py writes others here.
+    for name in ("iris_slow", "iris_failing"):
+        shutil.rmtree(OUT / name, ignore_errors=True)
     write("iris_slow", slow_model(), "Test fixture: iris outputs after milliseconds of busy work per call.")
     write("iris_failing", failing_model(), "Test fixture: iris outputs; fails when the first feature exceeds 100.")
 

@@ -44,7 +44,10 @@ mod tests {
     fn known_instants_format_as_rfc3339() {
         assert_eq!(rfc3339_millis(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339_millis(951_782_400_123), "2000-02-29T00:00:00.123Z");
-        assert_eq!(rfc3339_millis(1_795_996_800_000), "2026-11-30T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(1_795_996_800_000),
+            "2026-11-30T00:00:00.000Z"
+        );
         assert_eq!(rfc3339_millis(-1), "1969-12-31T23:59:59.999Z");
     }
 }

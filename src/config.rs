@@ -3,6 +3,7 @@
 //! result is a validated [`Config`]; nothing else reads the environment.
 
 use crate::store::DeployPolicy;
+use crate::store::feedback::RetrainSettings;
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,14 @@ pub const DEFAULT_DRIFT_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_DRIFT_ALPHA: f64 = 0.05;
 /// Default outlier cut: rows scoring at or above it count as outliers.
 pub const DEFAULT_OUTLIER_CUT: f64 = 0.99;
+/// Default age after which logged predictions are deleted: 14 days.
+pub const DEFAULT_INFERENCE_LOG_TTL: Duration = Duration::from_secs(14 * 24 * 3600);
+/// Default most answered rows kept in the inference log.
+pub const DEFAULT_INFERENCE_LOG_MAX_ROWS: u64 = 1_000_000;
+/// Default requests waiting to be logged before new ones are dropped.
+pub const DEFAULT_INFERENCE_LOG_QUEUE: usize = 65_536;
+/// Default number of most recent labels live quality is also computed over.
+pub const DEFAULT_QUALITY_WINDOW: usize = 1_000;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, clap::ValueEnum)]
@@ -122,6 +131,81 @@ pub struct ServeArgs {
     /// Rows whose outlier score is at or above this count as outliers [default: 0.99]
     #[arg(long, env = "VIGIL_OUTLIER_CUT")]
     pub outlier_cut: Option<f64>,
+    /// Log every answered row (and each shadow's prediction of it) under --state, so that
+    /// feedback can refer to it (`--inference-log false` turns it off) [default: true]
+    #[arg(long, env = "VIGIL_INFERENCE_LOG")]
+    pub inference_log: Option<bool>,
+    /// Logged rows older than this are deleted: a number with a unit, s, m, h or d [default: 14d]
+    #[arg(long, env = "VIGIL_INFERENCE_LOG_TTL", value_parser = parse_duration)]
+    pub inference_log_ttl: Option<Duration>,
+    /// Most answered rows kept in the inference log, oldest deleted first [default: 1000000]
+    #[arg(long, env = "VIGIL_INFERENCE_LOG_MAX_ROWS")]
+    pub inference_log_max_rows: Option<u64>,
+    /// Requests waiting to be logged before new ones are dropped and counted [default: 65536]
+    #[arg(long, env = "VIGIL_INFERENCE_LOG_QUEUE")]
+    pub inference_log_queue: Option<usize>,
+    /// Bearer token of the feedback API (the admin token also works); without either the
+    /// feedback API answers 403 [default: none]
+    #[arg(long, env = "VIGIL_FEEDBACK_TOKEN", hide_env_values = true)]
+    pub feedback_token: Option<String>,
+    /// Live quality is also computed over this many most recent labels [default: 1000]
+    #[arg(long, env = "VIGIL_QUALITY_WINDOW")]
+    pub quality_window: Option<usize>,
+    /// Default for models without retraining settings: an event every this many labels
+    /// [default: none]
+    #[arg(long, env = "VIGIL_RETRAIN_EVERY_LABELS")]
+    pub retrain_every_labels: Option<u64>,
+    /// Default retraining webhook (events are POSTed to it, signed) [default: none]
+    #[arg(long, env = "VIGIL_RETRAIN_WEBHOOK")]
+    pub retrain_webhook: Option<String>,
+    /// Default secret that signs retraining webhooks [default: none]
+    #[arg(long, env = "VIGIL_RETRAIN_SECRET", hide_env_values = true)]
+    pub retrain_secret: Option<String>,
+}
+
+/// A duration: a number with a unit (`90s`, `15m`, `36h`, `14d`); a bare number is seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (number, unit) = text
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or((text, ""), |at| text.split_at(at));
+    let seconds_per = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3_600,
+        "d" => 86_400,
+        _ => {
+            return Err(format!(
+                "`{text}`: expected a number with s, m, h or d, e.g. 14d"
+            ));
+        }
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(seconds_per))
+        .filter(|&s| s > 0)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("`{text}`: expected a positive number with s, m, h or d, e.g. 14d"))
+}
+
+/// A duration in the config file: `"14d"` or a number of seconds.
+fn file_duration<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Given {
+        Seconds(u64),
+        Text(String),
+    }
+    match Option::<Given>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(Given::Seconds(seconds)) => Ok(Some(Duration::from_secs(seconds))),
+        Some(Given::Text(text)) => parse_duration(&text)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 fn parse_policy(text: &str) -> Result<DeployPolicy, String> {
@@ -155,6 +239,17 @@ struct FileConfig {
     drift_interval_secs: Option<u64>,
     drift_alpha: Option<f64>,
     outlier_cut: Option<f64>,
+    inference_log: Option<bool>,
+    #[serde(default, deserialize_with = "file_duration")]
+    inference_log_ttl: Option<Duration>,
+    inference_log_max_rows: Option<u64>,
+    inference_log_queue: Option<usize>,
+    feedback_token: Option<String>,
+    quality_window: Option<usize>,
+    retrain_every_labels: Option<u64>,
+    retrain_command: Option<Vec<String>>,
+    retrain_webhook: Option<String>,
+    retrain_secret: Option<String>,
 }
 
 /// Validated settings of a gateway. `Debug` redacts the admin token.
@@ -202,6 +297,20 @@ pub struct Config {
     pub drift_alpha: f64,
     /// Outlier cut.
     pub outlier_cut: f64,
+    /// Inference log on or off.
+    pub inference_log: bool,
+    /// Age after which logged rows are deleted.
+    pub inference_log_ttl: Duration,
+    /// Most answered rows kept in the inference log.
+    pub inference_log_max_rows: u64,
+    /// Requests waiting to be logged before new ones are dropped.
+    pub inference_log_queue: usize,
+    /// Feedback API bearer token (the admin token also works).
+    pub feedback_token: Option<String>,
+    /// Most recent labels the windowed quality covers.
+    pub quality_window: usize,
+    /// Retraining settings for models that have none of their own.
+    pub retrain: Option<RetrainSettings>,
 }
 
 impl std::fmt::Debug for Config {
@@ -219,6 +328,11 @@ impl std::fmt::Debug for Config {
                 &self.admin_token.as_ref().map(|_| "<redacted>"),
             )
             .field("deploy_policy", &self.deploy_policy)
+            .field(
+                "feedback_token",
+                &self.feedback_token.as_ref().map(|_| "<redacted>"),
+            )
+            .field("inference_log", &self.inference_log)
             .finish_non_exhaustive()
     }
 }
@@ -257,6 +371,13 @@ impl Config {
             drift_interval: DEFAULT_DRIFT_INTERVAL,
             drift_alpha: DEFAULT_DRIFT_ALPHA,
             outlier_cut: DEFAULT_OUTLIER_CUT,
+            inference_log: true,
+            inference_log_ttl: DEFAULT_INFERENCE_LOG_TTL,
+            inference_log_max_rows: DEFAULT_INFERENCE_LOG_MAX_ROWS,
+            inference_log_queue: DEFAULT_INFERENCE_LOG_QUEUE,
+            feedback_token: None,
+            quality_window: DEFAULT_QUALITY_WINDOW,
+            retrain: None,
         }
     }
 
@@ -348,6 +469,39 @@ impl Config {
                 .outlier_cut
                 .or(file.outlier_cut)
                 .unwrap_or(defaults.outlier_cut),
+            inference_log: args
+                .inference_log
+                .or(file.inference_log)
+                .unwrap_or(defaults.inference_log),
+            inference_log_ttl: args
+                .inference_log_ttl
+                .or(file.inference_log_ttl)
+                .unwrap_or(defaults.inference_log_ttl),
+            inference_log_max_rows: args
+                .inference_log_max_rows
+                .or(file.inference_log_max_rows)
+                .unwrap_or(defaults.inference_log_max_rows),
+            inference_log_queue: args
+                .inference_log_queue
+                .or(file.inference_log_queue)
+                .unwrap_or(defaults.inference_log_queue),
+            feedback_token: args
+                .feedback_token
+                .or(file.feedback_token)
+                .filter(|t| !t.is_empty()),
+            quality_window: args
+                .quality_window
+                .or(file.quality_window)
+                .unwrap_or(defaults.quality_window),
+            retrain: args
+                .retrain_every_labels
+                .or(file.retrain_every_labels)
+                .map(|every_labels| RetrainSettings {
+                    every_labels,
+                    command: file.retrain_command,
+                    webhook: args.retrain_webhook.or(file.retrain_webhook),
+                    secret: args.retrain_secret.or(file.retrain_secret),
+                }),
         };
         problems.extend(config.problems());
         if problems.is_empty() {
@@ -398,6 +552,23 @@ impl Config {
         }
         if !(0.0..=1.0).contains(&self.outlier_cut) {
             problems.push("outlier_cut: must be between 0 and 1".into());
+        }
+        if self.inference_log_max_rows == 0 {
+            problems.push("inference_log_max_rows: must be at least 1".into());
+        }
+        if self.inference_log_queue == 0 {
+            problems.push("inference_log_queue: must be at least 1".into());
+        }
+        if self.quality_window == 0 {
+            problems.push("quality_window: must be at least 1".into());
+        }
+        if let Some(retrain) = &self.retrain {
+            problems.extend(
+                retrain
+                    .problems()
+                    .into_iter()
+                    .map(|p| format!("retrain_{p}")),
+            );
         }
         problems
     }

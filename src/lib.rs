@@ -43,6 +43,7 @@
 //! - [`client`]: the admin API client behind `vigil admin`.
 //! - [`clock`]: wall-clock time as recorded (epoch milliseconds, RFC 3339).
 //! - [`shutdown`]: the SIGINT/SIGTERM signal.
+//! - [`signature`]: webhook signatures (HMAC-SHA256, as MLflow writes them).
 
 pub mod api;
 pub mod client;
@@ -55,16 +56,19 @@ pub mod monitor;
 pub mod repository;
 pub mod serving;
 pub mod shutdown;
+pub mod signature;
 pub mod store;
 
 use crate::config::Config;
 use crate::engine::{EngineError, Engines};
+use crate::feedback::log::LogSettings;
+use crate::feedback::{Candidate, Feedback, FeedbackSettings, InferenceLog};
 use crate::monitor::MonitorSettings;
 use crate::serving::{
     DeploymentDefaults, LoadContext, MirrorSettings, Registry, RegistrySettings, ServingError,
     ServingOptions,
 };
-use crate::store::{DeploymentStore, StoreError};
+use crate::store::{DeploymentStore, FeedbackStore, SqliteFeedbackStore, StoreError};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -86,13 +90,28 @@ pub enum StartupError {
     Io(String),
 }
 
+/// A loaded gateway: engines, the registry of models, and the feedback loop when the state
+/// directory is used and the inference log is on.
+pub struct Loaded {
+    /// The engines.
+    pub engines: Engines,
+    /// Every model and its deployment.
+    pub registry: Registry,
+    /// The feedback loop and the receiver of its promotion candidates.
+    pub feedback: Option<(
+        Arc<Feedback>,
+        tokio::sync::mpsc::UnboundedReceiver<Candidate>,
+    )>,
+}
+
 /// Finds and loads ONNX Runtime as `config` says, loads every version of the repository, and,
-/// when `with_state` is set, applies the deployments saved under `config.state`.
+/// when `with_state` is set, applies the deployments saved under `config.state` and starts the
+/// feedback loop (when the inference log is on).
 ///
 /// # Errors
 /// [`StartupError`] when the runtime, the repository or the state cannot be used. A single
 /// version that fails to load does not fail start-up; it is reported as unavailable.
-pub async fn load(config: &Config, with_state: bool) -> Result<(Engines, Registry), StartupError> {
+pub async fn load(config: &Config, with_state: bool) -> Result<Loaded, StartupError> {
     let library = engine::locate_library(config.ort_lib.as_deref())?;
     let sessions = config.sessions_per_version;
     let engines = tokio::task::spawn_blocking(move || Engines::new(&library, sessions))
@@ -103,6 +122,7 @@ pub async fn load(config: &Config, with_state: bool) -> Result<(Engines, Registr
         version = engines.ort().version(),
         "ONNX Runtime loaded"
     );
+    let metrics = Arc::new(metrics::Metrics::new());
     let store = if with_state {
         let dir = config.state.clone();
         Some(
@@ -110,6 +130,11 @@ pub async fn load(config: &Config, with_state: bool) -> Result<(Engines, Registr
                 .await
                 .map_err(|e| StartupError::Io(e.to_string()))??,
         )
+    } else {
+        None
+    };
+    let feedback = if with_state && config.inference_log {
+        Some(start_feedback(config, Arc::clone(&metrics)).await?)
     } else {
         None
     };
@@ -128,11 +153,13 @@ pub async fn load(config: &Config, with_state: bool) -> Result<(Engines, Registr
             threshold: config.default_threshold,
             policy: config.deploy_policy,
         },
+        log: feedback.as_ref().map(|(f, _)| Arc::clone(f.log())),
+        feedback: feedback.as_ref().map(|(f, _)| Arc::clone(f)),
     };
     let models = config.models.clone();
     let loader = LoadContext {
         engines: engines.clone(),
-        metrics: Arc::new(metrics::Metrics::new()),
+        metrics,
         monitor: MonitorSettings {
             enabled: config.monitoring,
             window_rows: config.drift_window,
@@ -141,7 +168,51 @@ pub async fn load(config: &Config, with_state: bool) -> Result<(Engines, Registr
         },
     };
     let registry = Registry::start(&models, loader, settings, store).await?;
-    Ok((engines, registry))
+    if let Some((feedback, _)) = &feedback {
+        feedback
+            .restore()
+            .await
+            .map_err(|e| StartupError::Io(e.to_string()))?;
+    }
+    Ok(Loaded {
+        engines,
+        registry,
+        feedback,
+    })
+}
+
+/// Opens the feedback store under `config.state` and starts the inference log and the
+/// feedback loop.
+async fn start_feedback(
+    config: &Config,
+    metrics: Arc<metrics::Metrics>,
+) -> Result<
+    (
+        Arc<Feedback>,
+        tokio::sync::mpsc::UnboundedReceiver<Candidate>,
+    ),
+    StartupError,
+> {
+    let store: Arc<dyn FeedbackStore> = Arc::new(SqliteFeedbackStore::open(&config.state).await?);
+    let log = InferenceLog::start(
+        Arc::clone(&store),
+        LogSettings {
+            queue: config.inference_log_queue,
+            ttl: config.inference_log_ttl,
+            max_rows: config.inference_log_max_rows,
+        },
+        Arc::clone(&metrics),
+    );
+    Ok(Feedback::start(
+        store,
+        log,
+        metrics,
+        FeedbackSettings {
+            quality_window: config.quality_window,
+            exports: config.state.join("exports"),
+            retrain: config.retrain.clone(),
+        },
+    ))
 }
 
 /// Runs the gateway on `listener` until `shutdown` completes, then stops accepting connections,
@@ -154,7 +225,9 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
-    let (_engines, registry) = load(&config, true).await?;
+    let Loaded {
+        registry, feedback, ..
+    } = load(&config, true).await?;
     for model in registry.models() {
         let state = model.deployment();
         if let Some(champion) = &state.champion {
@@ -169,10 +242,24 @@ pub async fn run(
         }
     }
     let registry = Arc::new(registry);
+    let (feedback, promoter) = match feedback {
+        Some((feedback, candidates)) => (
+            Some(feedback),
+            Some(tokio::spawn(promote_on_evidence(
+                Arc::clone(&registry),
+                candidates,
+            ))),
+        ),
+        None => (None, None),
+    };
     let state = api::AppState::new(
         Arc::clone(&registry),
-        config.max_body_bytes,
-        config.admin_token.clone(),
+        api::Access {
+            max_body_bytes: config.max_body_bytes,
+            admin_token: config.admin_token.clone(),
+            feedback_token: config.feedback_token.clone(),
+        },
+        feedback.clone(),
     );
     let evaluator = tokio::spawn(evaluate_periodically(registry, config.drift_interval));
     let app = api::router(state.clone());
@@ -203,9 +290,36 @@ pub async fn run(
         result = server => result.map_err(|e| StartupError::Io(e.to_string()))?,
         () = deadline => tracing::warn!(?grace, "grace period over; closing remaining connections"),
     }
+    // (4) Background work stops: the evaluator and the promoter at once; the feedback intake
+    // takes no more, and the inference log writes what it has queued.
     evaluator.abort();
+    if let Some(promoter) = promoter {
+        promoter.abort();
+    }
+    if let Some(feedback) = feedback {
+        feedback.close();
+        feedback.log().close().await;
+    }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Promotes the shadows the feedback loop's evidence shows better (automatic promotion), one at
+/// a time, through the deployment change path.
+async fn promote_on_evidence(
+    registry: Arc<Registry>,
+    mut candidates: tokio::sync::mpsc::UnboundedReceiver<Candidate>,
+) {
+    while let Some(candidate) = candidates.recv().await {
+        let (model, shadow) = (candidate.model.clone(), candidate.shadow.clone());
+        match registry.promote_on_evidence(candidate).await {
+            Ok(Some(report)) => tracing::info!(
+                %model, %shadow, revision = report.revision, "shadow promoted on evidence"
+            ),
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%model, %shadow, %error, "promotion on evidence failed"),
+        }
+    }
 }
 
 /// The background drift evaluator: every `interval`, every served version's window against its

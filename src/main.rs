@@ -197,7 +197,7 @@ async fn check(dir: PathBuf, ort_lib: Option<PathBuf>) -> anyhow::Result<ExitCod
     init_logs(LogFormat::Human);
     let mut config = Config::for_models(dir);
     config.ort_lib = ort_lib.or_else(ort_dylib_path);
-    let (_engines, registry) = vigil::load(&config, false).await?;
+    let registry = vigil::load(&config, false).await?.registry;
     let mut rows = vec![
         [
             "MODEL",

@@ -70,6 +70,34 @@ pub const OUTLIER_SCORE: &str = "vigil_outlier_score";
 /// Rows scoring at or above the outlier cut.
 pub const OUTLIERS: &str = "vigil_outliers_total";
 
+/// Inference-log records dropped because its queue was full or its store failed, by model.
+pub const INFERENCE_LOG_DROPPED: &str = "vigil_inference_log_dropped_total";
+/// Answered rows whose request id repeated one already logged for the model (the first is kept).
+pub const INFERENCE_LOG_REPEATED: &str = "vigil_inference_log_repeated_rows_total";
+/// Rows written to the inference log (answered and shadow rows).
+pub const INFERENCE_LOG_ROWS: &str = "vigil_inference_log_rows_total";
+/// Feedback items by model and status (`accepted`, `duplicate`, `conflict`, `not_found`,
+/// `invalid`).
+pub const FEEDBACK_TOTAL: &str = "vigil_feedback_total";
+/// Labelled rows scored per version.
+pub const LABELLED_ROWS: &str = "vigil_labelled_rows_total";
+/// Labelled rows a classifier version got right.
+pub const CORRECT_ROWS: &str = "vigil_correct_rows_total";
+/// Sum of absolute errors of a regressor version on labelled rows.
+pub const ABS_ERROR_SUM: &str = "vigil_abs_error_sum";
+/// Sum of squared errors of a regressor version on labelled rows.
+pub const SQUARED_ERROR_SUM: &str = "vigil_squared_error_sum";
+/// Λ, the evidence that a shadow is better than the champion, by model, champion and shadow.
+pub const PROMOTION_EVIDENCE: &str = "vigil_promotion_evidence";
+/// The always-valid p-value of a shadow being no better than the champion.
+pub const PROMOTION_P_VALUE: &str = "vigil_promotion_p_value";
+/// Labelled rows both champion and shadow predicted.
+pub const PROMOTION_PAIRED_ROWS: &str = "vigil_promotion_paired_rows";
+/// Retraining events created, by model.
+pub const RETRAIN_EVENTS: &str = "vigil_retrain_events_total";
+/// Retraining event deliveries by model, channel (`command`, `webhook`) and outcome.
+pub const RETRAIN_DELIVERIES: &str = "vigil_retrain_deliveries_total";
+
 /// Latency buckets: geometric ×1.5 from 25 µs to 10 s (33 bounds, each rounded to three
 /// significant digits so the `le` labels read cleanly), fine enough to tell 50 µs from 100 µs.
 pub fn latency_buckets() -> Vec<f64> {

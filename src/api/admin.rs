@@ -37,6 +37,18 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/repository/rescan", post(rescan))
         .route("/admin/models/{model}/monitoring", get(monitoring))
         .route("/admin/models/{model}/monitoring/evaluate", post(evaluate))
+        .route(
+            "/admin/models/{model}/quality",
+            get(super::feedback::quality),
+        )
+        .route(
+            "/admin/models/{model}/promotion",
+            put(super::feedback::set_promotion),
+        )
+        .route(
+            "/admin/models/{model}/retrain",
+            get(super::feedback::retrain).put(super::feedback::set_retrain),
+        )
         .route("/v2/repository/models/{model}/load", post(load))
         .route("/v2/repository/models/{model}/unload", post(unload))
 }

@@ -1,7 +1,9 @@
 //! `ApiError` and the one place errors become HTTP status codes and `{"error": ...}` bodies.
 
 use super::revision::etag;
+use crate::feedback::{FeedbackError, ItemError};
 use crate::serving::{ModelReport, ServingError};
+use crate::store::StoreError;
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -59,6 +61,23 @@ pub enum ApiError {
     /// The body could not be read from the connection.
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
+    /// From the feedback loop (its store, its settings).
+    #[error(transparent)]
+    Feedback(#[from] FeedbackError),
+    /// One feedback item was refused (a single-item request).
+    #[error(transparent)]
+    Item(ItemError),
+    /// The feedback API is not enabled, and why.
+    #[error("{0}")]
+    FeedbackDisabled(&'static str),
+    /// More feedback items than one request may carry.
+    #[error("items: {items} items exceed the limit of {max} per request")]
+    TooManyItems {
+        /// Items sent.
+        items: usize,
+        /// The limit.
+        max: usize,
+    },
 }
 
 impl ApiError {
@@ -94,7 +113,21 @@ impl ApiError {
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            ApiError::AdminDisabled => StatusCode::FORBIDDEN,
+            ApiError::AdminDisabled | ApiError::FeedbackDisabled(_) => StatusCode::FORBIDDEN,
+            ApiError::Feedback(error) => match error {
+                FeedbackError::Store(StoreError::Database { .. }) | FeedbackError::Stopped => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                FeedbackError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                FeedbackError::UnknownModel(_) => StatusCode::NOT_FOUND,
+                FeedbackError::InvalidSettings(_) => StatusCode::BAD_REQUEST,
+            },
+            ApiError::Item(error) => match error {
+                ItemError::NotFound { .. } => StatusCode::NOT_FOUND,
+                ItemError::Conflict { .. } => StatusCode::CONFLICT,
+                ItemError::Invalid { .. } => StatusCode::BAD_REQUEST,
+            },
+            ApiError::TooManyItems { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
         }
     }

@@ -21,6 +21,10 @@
 //! | `GET /admin/models/{m}/monitoring` | latency, errors, acceptance, predictions, drift, outliers, shadows (admin) |
 //! | `POST /admin/models/{m}/monitoring/evaluate` | run the drift evaluation now (admin) |
 //! | `POST /v2/repository/models/{m}/load`, `/unload` | OIP repository extension (admin) |
+//! | `POST /v1/models/{m}/feedback` | ground truth by request id (feedback or admin token) |
+//! | `GET /admin/models/{m}/quality` | live quality per version, promotion evidence (admin) |
+//! | `PUT /admin/models/{m}/promotion` | promotion rule: mode, alpha, min/max labels (admin) |
+//! | `GET`/`PUT /admin/models/{m}/retrain` | retraining trigger settings (admin) |
 //!
 //! Admin routes require `Authorization: Bearer <token>` (`auth.rs`); with no token configured
 //! they answer 403. Handlers are thin: decode, call `serving`, encode. Errors become responses in
@@ -31,14 +35,17 @@ mod auth;
 mod binary;
 mod body;
 mod error;
+mod feedback;
 mod health;
 mod observe;
+mod request_id;
 mod revision;
 mod v1;
 mod v2;
 pub mod v2_types;
 
 pub use self::error::ApiError;
+use crate::feedback::Feedback;
 use crate::monitor::Protocol;
 use crate::serving::Registry;
 use axum::Router;
@@ -51,10 +58,23 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
 
+/// Who may call what, and how much they may send.
+#[derive(Clone, Default)]
+pub struct Access {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// The admin API's bearer token; `None` disables the admin API.
+    pub admin_token: Option<String>,
+    /// The feedback API's bearer token (the admin token also works).
+    pub feedback_token: Option<String>,
+}
+
 struct Inner {
     registry: Arc<Registry>,
+    feedback: Option<Arc<Feedback>>,
     max_body_bytes: usize,
     admin_token: Option<String>,
+    feedback_token: Option<String>,
     draining: AtomicBool,
     /// `vigil_requests_in_flight` per protocol (v2, v1), resolved once.
     in_flight: [::metrics::Gauge; 2],
@@ -63,11 +83,11 @@ struct Inner {
 }
 
 impl AppState {
-    /// State over a loaded registry; `admin_token` enables the admin API.
+    /// State over a loaded registry and its feedback loop (if any).
     pub fn new(
         registry: Arc<Registry>,
-        max_body_bytes: usize,
-        admin_token: Option<String>,
+        access: Access,
+        feedback: Option<Arc<Feedback>>,
     ) -> AppState {
         let request_prefix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -80,8 +100,10 @@ impl AppState {
         });
         AppState(Arc::new(Inner {
             registry,
-            max_body_bytes,
-            admin_token,
+            feedback,
+            max_body_bytes: access.max_body_bytes,
+            admin_token: access.admin_token,
+            feedback_token: access.feedback_token,
             draining: AtomicBool::new(false),
             in_flight,
             request_prefix,
@@ -112,6 +134,16 @@ impl AppState {
         self.0.admin_token.as_deref()
     }
 
+    /// The feedback API's own token, when one is configured.
+    pub fn feedback_token(&self) -> Option<&str> {
+        self.0.feedback_token.as_deref()
+    }
+
+    /// The feedback loop, when the gateway has one.
+    pub fn feedback(&self) -> Option<&Arc<Feedback>> {
+        self.0.feedback.as_ref()
+    }
+
     /// Marks the gateway as draining: readiness turns false, in-flight requests still finish.
     pub fn start_draining(&self) {
         self.0.draining.store(true, Ordering::Release);
@@ -123,9 +155,9 @@ impl AppState {
     }
 
     /// A request id unique within this process and unlikely to repeat across restarts.
-    pub fn next_request_id(&self) -> String {
+    pub fn next_request_id(&self) -> std::sync::Arc<str> {
         let n = self.0.request_counter.fetch_add(1, Ordering::Relaxed);
-        format!("{:08x}-{n:x}", self.0.request_prefix)
+        std::sync::Arc::from(format!("{:08x}-{n:x}", self.0.request_prefix))
     }
 }
 

@@ -77,7 +77,7 @@ where
         Err(error) => {
             let status = error.status();
             let known_model = app.registry().model(model).is_ok();
-            let version_label = version.as_ref().map_or("", |v| v.version.as_str());
+            let version_label = version.as_ref().map_or("", |v| &*v.version);
             if let Some(version) = &version {
                 version.monitor.record_error();
             }

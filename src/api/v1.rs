@@ -1,8 +1,10 @@
 //! TF-Serving-style JSON for humans: `POST /v1/models/{m}[/versions/{v}]:predict` with
-//! `{"instances": [[...], ...]}` or `{"instances": [{"<feature>": value, ...}]}`, and
-//! `GET /v1/models/{m}[/versions/{v}]` for version status.
+//! `{"instances": [[...], ...]}` or `{"instances": [{"<feature>": value, ...}]}`,
+//! `GET /v1/models/{m}[/versions/{v}]` for version status, and `POST /v1/models/{m}/feedback`
+//! (handled in `feedback.rs`).
 
 use super::observe::{Served, observed};
+use super::request_id::{REQUEST_ID_HEADER, request_id};
 use super::{ApiError, AppState, body};
 use crate::engine::{DataType, Tensor, TensorData};
 use crate::monitor::Protocol;
@@ -61,6 +63,12 @@ pub async fn dispatch(
         method: method.to_string(),
         path: format!("/v1/models/{rest}"),
     };
+    if let Some(model) = rest.strip_suffix("/feedback").filter(|m| !m.contains('/')) {
+        return match method {
+            Method::POST => super::feedback::submit(&app, model, &headers, body).await,
+            _ => Err(ApiError::MethodNotAllowed(method.to_string())),
+        };
+    }
     let path = parse_path(&rest).ok_or_else(no_route)?;
     match (path.verb.as_deref(), &method) {
         (Some("predict"), &Method::POST) => {
@@ -300,6 +308,8 @@ impl Serialize for PredictionBody<'_> {
 struct PredictResponse<'a> {
     model_name: &'a str,
     model_version: &'a str,
+    /// The request id (also in `X-Request-Id`): feedback refers to it.
+    id: &'a str,
     predictions: Vec<PredictionBody<'a>>,
 }
 
@@ -312,10 +322,11 @@ async fn predict(
     body::json_format(headers)?;
     let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
     let request: PredictRequest = super::v2_types::parse_json(&bytes)?;
+    let id = request_id(app, None, headers)?;
     let input = instances_tensor(&route.version, &request.instances)?;
     let prediction = app
         .registry()
-        .predict(route, vec![input], PredictOptions::default())
+        .predict(route, vec![input], PredictOptions::default(), &id)
         .await?;
     let version = &prediction.version;
     let rows = row_predictions(
@@ -333,10 +344,10 @@ async fn predict(
         .zip(position(ACCEPTED_OUTPUT))
         .filter(|&(c, _)| c >= version.signature().outputs.len())
         .map(|(c, a)| (&prediction.outputs[c], &prediction.outputs[a]));
-    let id = app.next_request_id();
     let mut response = Json(PredictResponse {
         model_name: &version.model,
         model_version: &version.version,
+        id: &id,
         predictions: rows
             .iter()
             .enumerate()
@@ -353,7 +364,7 @@ async fn predict(
     })
     .into_response();
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     Ok(Served {
         response,

@@ -3,6 +3,7 @@
 
 use super::body::{self, BodyFormat, INFERENCE_HEADER_CONTENT_LENGTH};
 use super::observe::{Served, observed};
+use super::request_id::{REQUEST_ID_HEADER, request_id};
 use super::v2_types::{
     InferResponse, JsonElements, OutputParameters, OutputTensor, RequestedOutput, parse_request,
 };
@@ -219,7 +220,7 @@ async fn run_infer(
         }
     };
     let mut request = parse_request(json)?;
-    let id = request.id.take().unwrap_or_else(|| app.next_request_id());
+    let id = request_id(app, request.id.take(), headers)?;
     let mut outputs = request.outputs.take();
     let listed_score = outputs
         .as_ref()
@@ -237,7 +238,7 @@ async fn run_infer(
     )?;
     let binary_scores = request.binary_outputs_by_default();
     let inputs = request.into_inputs(binary)?;
-    let prediction = app.registry().predict(route, inputs, options).await?;
+    let prediction = app.registry().predict(route, inputs, options, &id).await?;
     let response = encode_response(&prediction, &id, &selection, binary_scores);
     Ok(Served {
         response,
@@ -323,7 +324,7 @@ fn encode_response(
     let binary = selection.iter().any(|&(_, binary)| binary) || (scores.is_some() && binary_scores);
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(id) {
-        headers.insert("x-request-id", value);
+        headers.insert(REQUEST_ID_HEADER, value);
     }
     if binary {
         json.extend_from_slice(&binary_part);

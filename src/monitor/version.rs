@@ -249,6 +249,11 @@ impl VersionMonitor {
         self.settings.enabled
     }
 
+    /// Names of the features watched for drift (the reference's columns).
+    pub fn features(&self) -> &[String] {
+        &self.reference.features
+    }
+
     /// Number of features watched for drift (0 when the version has no usable reference).
     pub fn width(&self) -> usize {
         self.reference.features.len()

@@ -1,4 +1,5 @@
-//! The admin writers: promote, shadows, thresholds, policies, rollback, load and unload. Each
+//! The writers of single changes: the admin API's promote, shadows, thresholds, policies,
+//! promotion rule, rollback, load and unload, and the promotion of a shadow on evidence. Each
 //! begins a change (lock + expected revision), prepares what it needs (loading a version on the
 //! blocking pool, starting a shadow's mirror), and finishes it through the one change path
 //! (`commit.rs`), answering with the model's new deployment.
@@ -9,8 +10,9 @@ use super::mirror::Mirror;
 use super::plan::{Change, check_unit_interval};
 use super::report::ModelReport;
 use super::{LoadedVersion, Registry, ServingError};
+use crate::feedback::Candidate;
 use crate::monitor::{ShadowMetrics, ShadowStats};
-use crate::store::{Actor, DeployPolicy};
+use crate::store::{Actor, DeployPolicy, PromotionSettings};
 use std::sync::Arc;
 
 impl Registry {
@@ -97,6 +99,54 @@ impl Registry {
         self.admin_change(pending, Change::Policy(policy)).await
     }
 
+    /// Sets the promotion rule (mode, α, and the bounds on paired labelled rows).
+    ///
+    /// # Errors
+    /// [`ServingError::InvalidInput`] naming the field at fault; [`ServingError::Stale`],
+    /// [`ServingError::State`].
+    pub async fn set_promotion(
+        &self,
+        model: &str,
+        settings: PromotionSettings,
+        expected: Option<u64>,
+    ) -> Result<ModelReport, ServingError> {
+        let pending = self.begin(self.model(model)?, expected).await?;
+        self.admin_change(pending, Change::Promotion(settings))
+            .await
+    }
+
+    /// Promotes a shadow the feedback loop's evidence showed better than the champion, if the
+    /// deployment is still the one compared (that champion, that shadow). Audited with actor
+    /// `promotion` and the evidence. The old champion stays loaded, so a rollback is one call.
+    ///
+    /// # Errors
+    /// The errors of [`Registry::promote`]. `Ok(None)` when the deployment has moved on.
+    pub async fn promote_on_evidence(
+        &self,
+        candidate: Candidate,
+    ) -> Result<Option<ModelReport>, ServingError> {
+        let pending = self.begin(self.model(&candidate.model)?, None).await?;
+        let current = Arc::clone(&pending.current);
+        let still_compared = current
+            .champion
+            .as_ref()
+            .is_some_and(|c| *c.version == *candidate.champion)
+            && current.shadow(&candidate.shadow).is_some();
+        if !still_compared {
+            return Ok(None);
+        }
+        let loaded = self.ensure_loaded(&current, &candidate.shadow).await?;
+        let next = self
+            .finish_on(
+                pending,
+                Change::Promote(loaded),
+                Actor::Promotion,
+                Some(candidate.evidence),
+            )
+            .await?;
+        Ok(Some(ModelReport::of(&next)))
+    }
+
     /// Brings back the most recent previous champion that can be loaded (a version that cannot
     /// is skipped; if none can, nothing changes).
     ///
@@ -110,7 +160,7 @@ impl Registry {
     ) -> Result<ModelReport, ServingError> {
         let pending = self.begin(self.model(model)?, expected).await?;
         let current = Arc::clone(&pending.current);
-        let champion = current.champion.as_ref().map(|c| c.version.as_str());
+        let champion = current.champion.as_ref().map(|c| &*c.version);
         let mut unloadable: Vec<String> = Vec::new();
         for previous in current.history.iter().rev() {
             if champion == Some(previous.as_str()) {
@@ -199,7 +249,7 @@ impl Registry {
             return Err(ServingError::Conflict(format!(
                 "unloading all of {model} would unload its champion {}; name one version \
                  with {{\"parameters\": {{\"version\": \"...\"}}}}",
-                champion.map_or("(none)", |c| c.version.as_str())
+                champion.map_or("(none)", |c| &*c.version)
             )));
         };
         self.admin_change(pending, Change::Unload(version.to_string()))
@@ -288,6 +338,6 @@ impl Registry {
                 &loaded.version,
             )))
         });
-        Arc::new(Mirror::start(loaded, stats, self.mirror))
+        Arc::new(Mirror::start(loaded, stats, self.mirror, self.log.clone()))
     }
 }

@@ -67,13 +67,25 @@ impl Registry {
         change: Change,
         actor: Actor,
     ) -> Result<Arc<DeploymentState>, ServingError> {
+        self.finish_on(pending, change, actor, None).await
+    }
+
+    /// [`Registry::finish`], with what the change was decided on (recorded in its audit entry).
+    pub(super) async fn finish_on(
+        &self,
+        pending: Pending,
+        change: Change,
+        actor: Actor,
+        evidence: Option<serde_json::Value>,
+    ) -> Result<Arc<DeploymentState>, ServingError> {
         let next = plan(&pending.current, &change)?;
         if next.is_same_as(&pending.current) {
             return Ok(pending.current);
         }
         let before = (!matches!(change, Change::Deploy(_))).then(|| pending.current.record());
         let action = change.action(&next);
-        self.publish(pending, next, before, actor, action).await
+        self.publish(pending, next, before, actor, action, evidence)
+            .await
     }
 
     /// Steps 4–5 for a state built by a planner: saves the change from `before` to `next`
@@ -88,8 +100,10 @@ impl Registry {
         before: Option<DeploymentRecord>,
         actor: Actor,
         action: String,
+        evidence: Option<serde_json::Value>,
     ) -> Result<Arc<DeploymentState>, ServingError> {
-        let entry = AuditEntry::now(actor, action, &next.model, before, next.record());
+        let mut entry = AuditEntry::now(actor, action, &next.model, before, next.record());
+        entry.evidence = evidence;
         if let Some(store) = &self.store {
             let store = Arc::clone(store);
             let saved = entry.clone();
@@ -99,7 +113,7 @@ impl Registry {
         }
         let next = Arc::new(next);
         pending.model.deployment.store(Arc::clone(&next));
-        self.publish_version_count(&next);
+        self.announce(&next).await;
         tracing::info!(
             model = %entry.model,
             revision = entry.revision,

@@ -102,7 +102,11 @@ impl DeploymentState {
 
     /// The role of `version`.
     pub fn role(&self, version: &str) -> VersionRole {
-        if self.champion.as_ref().is_some_and(|c| c.version == version) {
+        if self
+            .champion
+            .as_ref()
+            .is_some_and(|c| &*c.version == version)
+        {
             VersionRole::Champion
         } else if self.shadow(version).is_some() {
             VersionRole::Shadow
@@ -113,7 +117,9 @@ impl DeploymentState {
 
     /// The shadow of that version, if it is one.
     pub fn shadow(&self, version: &str) -> Option<&Shadow> {
-        self.shadows.iter().find(|s| s.version().version == version)
+        self.shadows
+            .iter()
+            .find(|s| &*s.version().version == version)
     }
 
     /// The entry of `version`.
@@ -169,11 +175,11 @@ impl DeploymentState {
     pub fn record(&self) -> DeploymentRecord {
         DeploymentRecord {
             revision: self.revision,
-            champion: self.champion.as_ref().map(|c| c.version.clone()),
+            champion: self.champion.as_ref().map(|c| c.version.to_string()),
             shadows: self
                 .shadows
                 .iter()
-                .map(|s| (s.version().version.clone(), s.fraction))
+                .map(|s| (s.version().version.to_string(), s.fraction))
                 .collect(),
             threshold: self.threshold,
             policy: self.policy,
@@ -249,7 +255,7 @@ pub fn restore(
         }
     }
     for (name, &fraction) in &saved.shadows {
-        let mirror = mirrors.iter().find(|m| &m.version.version == name);
+        let mirror = mirrors.iter().find(|m| *m.version.version == **name);
         match mirror {
             Some(mirror) if state.role(name) != VersionRole::Champion => {
                 state.shadows.push(Shadow {

@@ -6,9 +6,10 @@
 //! is run without a hand-off to another pool, and a shadow that hangs only stalls its own
 //! workers (its queue fills and the drops are counted) while the async workers keep serving.
 
-use super::observation::observe;
+use super::observation::{Wanted, observe};
 use super::{LoadedVersion, NamedInput, RowPrediction, fit_inputs, row_predictions};
 use crate::engine::Tensor;
+use crate::feedback::log::{InferenceLog, RowPredictions, Shadowed};
 use crate::monitor::{ShadowStats, TrafficRole};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,8 @@ pub struct MirrorJob {
     pub rows: usize,
     /// The champion's inference time on this request.
     pub champion_latency: Duration,
+    /// The request id of the champion's answer (the shadow's prediction is logged under it).
+    pub request_id: Arc<str>,
 }
 
 /// A shadow version's queue and workers, and its comparison figures. Dropping the last handle
@@ -52,6 +55,14 @@ pub struct Mirror {
     sender: SyncSender<MirrorJob>,
 }
 
+/// What a shadow worker needs besides its queue.
+struct Worker {
+    shadow: Arc<LoadedVersion>,
+    stats: Arc<ShadowStats>,
+    settings: MirrorSettings,
+    log: Option<Arc<InferenceLog>>,
+}
+
 impl std::fmt::Debug for Mirror {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Mirror")
@@ -61,24 +72,29 @@ impl std::fmt::Debug for Mirror {
 }
 
 impl Mirror {
-    /// Starts the worker threads of a shadow version.
+    /// Starts the worker threads of a shadow version; each run's prediction goes to `log`.
     pub fn start(
         version: Arc<LoadedVersion>,
         stats: Arc<ShadowStats>,
         settings: MirrorSettings,
+        log: Option<Arc<InferenceLog>>,
     ) -> Mirror {
         let (sender, receiver) = sync_channel(settings.queue_capacity.max(1));
         let receiver = Arc::new(Mutex::new(receiver));
         for index in 0..settings.workers.max(1) {
             let receiver = Arc::clone(&receiver);
-            let version = Arc::clone(&version);
-            let stats = Arc::clone(&stats);
+            let worker = Worker {
+                shadow: Arc::clone(&version),
+                stats: Arc::clone(&stats),
+                settings,
+                log: log.clone(),
+            };
             let spawned = std::thread::Builder::new()
                 .name(format!(
                     "shadow-{}-{}-{index}",
                     version.model, version.version
                 ))
-                .spawn(move || work(&receiver, &version, &stats, settings));
+                .spawn(move || worker.work(&receiver));
             if let Err(error) = spawned {
                 tracing::error!(%error, "cannot start a shadow worker; its copies will be dropped");
             }
@@ -90,80 +106,109 @@ impl Mirror {
         }
     }
 
-    /// Queues a copy without waiting; a full queue drops it and counts the drop.
-    pub fn offer(&self, job: MirrorJob) {
+    /// Queues a copy without waiting; a full queue drops it and counts the drop. True when the
+    /// copy was queued.
+    pub fn offer(&self, job: MirrorJob) -> bool {
         match self.sender.try_send(job) {
-            Ok(()) => self.stats.record_mirrored(),
+            Ok(()) => {
+                self.stats.record_mirrored();
+                true
+            }
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
                 self.stats.record_dropped();
+                false
             }
         }
     }
 }
 
-/// One worker thread: takes copies until the shadow is dropped.
-fn work(
-    receiver: &Mutex<Receiver<MirrorJob>>,
-    shadow: &Arc<LoadedVersion>,
-    stats: &ShadowStats,
-    settings: MirrorSettings,
-) {
-    loop {
-        let job = match receiver.lock() {
-            Ok(receiver) => match receiver.recv() {
-                Ok(job) => job,
+impl Worker {
+    /// One worker thread: takes copies until the shadow is dropped.
+    fn work(&self, receiver: &Mutex<Receiver<MirrorJob>>) {
+        loop {
+            let job = match receiver.lock() {
+                Ok(receiver) => match receiver.recv() {
+                    Ok(job) => job,
+                    Err(_) => return,
+                },
                 Err(_) => return,
-            },
-            Err(_) => return,
-        };
-        let started = Instant::now();
-        match run_copy(shadow, &job, settings) {
-            Some(_) if started.elapsed() > settings.timeout => stats.record_timed_out(),
-            Some((outputs, latency)) => {
-                let (agree, differences) = compare(
-                    &job.champion,
-                    &job.champion_outputs,
-                    shadow,
-                    &outputs,
-                    job.rows,
-                );
-                stats.record_comparison(&agree, &differences, latency, job.champion_latency);
+            };
+            let started = Instant::now();
+            let compared = match self.run_copy(&job) {
+                Some(_) if started.elapsed() > self.settings.timeout => {
+                    self.stats.record_timed_out();
+                    None
+                }
+                Some((outputs, latency, predictions)) => {
+                    let (agree, differences) = compare(
+                        &job.champion,
+                        &job.champion_outputs,
+                        &self.shadow,
+                        &outputs,
+                        job.rows,
+                    );
+                    self.stats.record_comparison(
+                        &agree,
+                        &differences,
+                        latency,
+                        job.champion_latency,
+                    );
+                    Some(predictions)
+                }
+                None => {
+                    self.stats.record_failed();
+                    None
+                }
+            };
+            if let Some(log) = &self.log {
+                log.shadowed(Shadowed {
+                    model: Arc::clone(&self.shadow.model),
+                    version: Arc::clone(&self.shadow.version),
+                    request_id: Arc::clone(&job.request_id),
+                    rows: job.rows,
+                    predictions: compared,
+                });
             }
-            None => stats.record_failed(),
         }
     }
-}
 
-/// Fits the copy to the shadow's signature, runs it, and records the shadow's own monitoring.
-/// `None` when the copy does not fit or the engine fails.
-fn run_copy(
-    version: &LoadedVersion,
-    job: &MirrorJob,
-    settings: MirrorSettings,
-) -> Option<(Vec<Tensor>, Duration)> {
-    let (tensors, rows) = fit_inputs(
-        version.signature(),
-        job.inputs.as_ref().clone(),
-        settings.max_batch_rows,
-    )
-    .ok()?;
-    if rows != job.rows {
-        return None;
+    /// Fits the copy to the shadow's signature, runs it, and records the shadow's own
+    /// monitoring. `None` when the copy does not fit or the engine fails.
+    fn run_copy(&self, job: &MirrorJob) -> Option<(Vec<Tensor>, Duration, RowPredictions)> {
+        let version = &self.shadow;
+        let (tensors, rows) = fit_inputs(
+            version.signature(),
+            job.inputs.as_ref().clone(),
+            self.settings.max_batch_rows,
+        )
+        .ok()?;
+        if rows != job.rows {
+            return None;
+        }
+        let started = Instant::now();
+        let outputs = version.run(&tensors).ok()?;
+        let latency = started.elapsed();
+        let wanted = Wanted {
+            outlier_scores: false,
+            predictions: self.log.is_some(),
+        };
+        let mut observation = observe(
+            version,
+            TrafficRole::Shadow,
+            &tensors,
+            &outputs,
+            rows,
+            latency,
+            wanted,
+        );
+        version.monitor.record(&observation);
+        let predictions = RowPredictions {
+            classes: observation.classes.take(),
+            values: observation.predictions.take(),
+            classifier: version.roles.probabilities.is_some(),
+        };
+        Some((outputs, latency, predictions))
     }
-    let started = Instant::now();
-    let outputs = version.run(&tensors).ok()?;
-    let latency = started.elapsed();
-    let observation = observe(
-        version,
-        TrafficRole::Shadow,
-        &tensors,
-        &outputs,
-        rows,
-        latency,
-        false,
-    );
-    version.monitor.record(&observation);
-    Some((outputs, latency))
 }
 
 /// Per row: whether the labels agree, and the absolute difference of the regression values (or,

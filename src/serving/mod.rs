@@ -29,6 +29,7 @@ pub use self::error::ServingError;
 use self::mirror::MirrorJob;
 pub use self::mirror::{Mirror, MirrorSettings};
 pub use self::monitoring::{ModelMonitoring, VersionMonitoring};
+use self::observation::Wanted;
 pub use self::outputs::{OutputRoles, RowPrediction, row_predictions};
 pub use self::plan::{Change, needs_mirror, plan};
 pub use self::predict::{NamedInput, fit_inputs};
@@ -37,6 +38,8 @@ pub use self::scan::ScanOutcome;
 pub use self::threshold::{ACCEPTED_OUTPUT, CONFIDENCE_OUTPUT};
 pub use self::version::{InferenceCost, LoadContext, LoadError, LoadedVersion};
 use crate::engine::Tensor;
+use crate::feedback::Feedback;
+use crate::feedback::log::{InferenceLog, RowPredictions, Served};
 use crate::monitor::{ThresholdOutcome, TrafficRole};
 pub use crate::store::DeployPolicy;
 use crate::store::DeploymentStore;
@@ -158,6 +161,10 @@ pub struct Registry {
     /// Serialises rescans (a rescan adds models to the map).
     rescans: tokio::sync::Mutex<()>,
     store: Option<Arc<DeploymentStore>>,
+    /// Where answered rows and shadow predictions are recorded, when the log is on.
+    log: Option<Arc<InferenceLog>>,
+    /// The feedback loop, told of every published deployment.
+    feedback: Option<Arc<Feedback>>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -178,6 +185,10 @@ pub struct RegistrySettings {
     pub mirror: MirrorSettings,
     /// Defaults for new deployments.
     pub defaults: DeploymentDefaults,
+    /// The inference log, when it is on.
+    pub log: Option<Arc<InferenceLog>>,
+    /// The feedback loop, when there is one.
+    pub feedback: Option<Arc<Feedback>>,
 }
 
 impl Registry {
@@ -258,6 +269,7 @@ impl Registry {
         route: Route,
         inputs: Vec<NamedInput>,
         options: PredictOptions,
+        request_id: &Arc<str>,
     ) -> Result<Prediction, ServingError> {
         let Route {
             deployment,
@@ -299,6 +311,10 @@ impl Registry {
             .and_then(|(tensors, outputs)| Ok((tensors, outputs?)))?
         };
         let latency = started.elapsed();
+        let wanted = Wanted {
+            outlier_scores: options.outlier_scores,
+            predictions: self.log.is_some(),
+        };
         let mut observation = observation::observe(
             &version,
             role.traffic(),
@@ -306,7 +322,7 @@ impl Registry {
             &outputs,
             rows,
             latency,
-            options.outlier_scores,
+            wanted,
         );
         if version.served_outputs.len() > outputs.len()
             && let Some(index) = version.roles.probabilities
@@ -323,16 +339,37 @@ impl Registry {
         }
         version.monitor.record(&observation);
         let outputs = Arc::new(outputs);
+        let mut mirrored = Vec::new();
         if let Some(copies) = copies {
             for shadow in takers {
-                shadow.mirror.offer(MirrorJob {
+                let queued = shadow.mirror.offer(MirrorJob {
                     inputs: Arc::clone(&copies),
                     champion: Arc::clone(&version),
                     champion_outputs: Arc::clone(&outputs),
                     rows,
                     champion_latency: latency,
+                    request_id: Arc::clone(request_id),
                 });
+                if queued {
+                    mirrored.push(Arc::clone(&shadow.version().version));
+                }
             }
+        }
+        if let Some(log) = &self.log {
+            log.served(Served {
+                model: Arc::clone(&version.model),
+                version: Arc::clone(&version.version),
+                request_id: Arc::clone(request_id),
+                direct: role == Role::Direct,
+                inputs: tensors,
+                rows,
+                predictions: RowPredictions {
+                    classes: observation.classes.take(),
+                    values: observation.predictions.take(),
+                    classifier: version.roles.probabilities.is_some(),
+                },
+                shadows: mirrored,
+            });
         }
         Ok(Prediction {
             version,

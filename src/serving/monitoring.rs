@@ -3,6 +3,7 @@
 
 use super::deployment::{DeploymentState, VersionRole};
 use super::{LoadedVersion, Registry, ServingError};
+use crate::feedback::{DeploymentFacts, VersionFacts};
 use crate::metrics;
 use crate::monitor::{MonitorSummary, ShadowComparison};
 use crate::repository::Task;
@@ -35,6 +36,40 @@ pub struct ModelMonitoring {
     pub threshold: f64,
     /// Champion first, then shadows.
     pub versions: Vec<VersionMonitoring>,
+}
+
+/// A deployment as the feedback loop sees it.
+fn facts(state: &DeploymentState) -> DeploymentFacts {
+    DeploymentFacts {
+        model: state.model.clone(),
+        champion: state.champion.as_ref().map(|c| c.version.to_string()),
+        shadows: state
+            .shadows
+            .iter()
+            .map(|s| s.version().version.to_string())
+            .collect(),
+        promotion: state.promotion,
+        versions: state
+            .versions
+            .iter()
+            .filter_map(|entry| {
+                let loaded = entry.ready()?;
+                let features = if loaded.metadata.features.is_empty() {
+                    loaded.monitor.features().to_vec()
+                } else {
+                    loaded.metadata.features.clone()
+                };
+                Some((
+                    entry.version.clone(),
+                    VersionFacts {
+                        task: loaded.metadata.task,
+                        classes: loaded.monitor_classes().to_vec(),
+                        features,
+                    },
+                ))
+            })
+            .collect(),
+    }
 }
 
 /// The champion and the shadows of a deployment, with their roles.
@@ -99,7 +134,7 @@ impl Registry {
         let versions = served(&state)
             .into_iter()
             .map(|(version, role, shadow)| VersionMonitoring {
-                version: version.version.clone(),
+                version: version.version.to_string(),
                 role,
                 summary: version.monitor.summary(),
                 acceptance_rate: version.monitor.acceptance_rate(),
@@ -113,8 +148,9 @@ impl Registry {
         })
     }
 
-    /// Sets `vigil_versions_loaded` of a model to its number of ready versions.
-    pub(super) fn publish_version_count(&self, state: &DeploymentState) {
+    /// Tells what a published deployment means beyond serving: `vigil_versions_loaded`, and
+    /// the feedback loop's view of the model (versions, champion, shadows, promotion rule).
+    pub(super) async fn announce(&self, state: &DeploymentState) {
         let ready = state
             .versions
             .iter()
@@ -124,6 +160,11 @@ impl Registry {
             .metrics
             .gauge(metrics::VERSIONS_LOADED, &[("model", state.model.as_str())])
             .set(ready as f64);
+        if let Some(feedback) = &self.feedback
+            && let Err(error) = feedback.deployment_changed(facts(state)).await
+        {
+            tracing::warn!(model = %state.model, %error, "the feedback loop did not take the deployment");
+        }
     }
 
     /// The gateway's metrics (for rendering `/metrics`).

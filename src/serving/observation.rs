@@ -8,9 +8,18 @@ use crate::engine::Tensor;
 use crate::monitor::{Observation, TrafficRole};
 use std::time::Duration;
 
+/// What one inference needs computed besides monitoring's own figures.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Wanted {
+    /// Per-row outlier scores (the client asked for them).
+    pub outlier_scores: bool,
+    /// Per-row prediction values and classes (the inference log records them).
+    pub predictions: bool,
+}
+
 /// What monitoring needs of one inference. Outlier scores are computed when monitoring is on or
-/// when `scores_wanted` (the client asked for them); windows and distributions only when it is
-/// on. The threshold outcome is left for the caller that applied the threshold.
+/// when they are wanted; prediction values and classes likewise; input windows only when
+/// monitoring is on. The threshold outcome is left for the caller that applied the threshold.
 pub fn observe(
     version: &LoadedVersion,
     role: TrafficRole,
@@ -18,10 +27,12 @@ pub fn observe(
     outputs: &[Tensor],
     rows: usize,
     inference: Duration,
-    scores_wanted: bool,
+    wanted: Wanted,
 ) -> Observation {
     let monitor = &version.monitor;
     let enabled = monitor.is_enabled();
+    let scores_wanted = wanted.outlier_scores;
+    let predicted = enabled || wanted.predictions;
     let watched = (monitor.width() > 0 && (enabled || scores_wanted))
         .then(|| inputs.first().map(flat_values))
         .flatten();
@@ -35,10 +46,10 @@ pub fn observe(
         inference,
         inputs: watched.filter(|_| enabled),
         outlier_scores,
-        predictions: enabled
+        predictions: predicted
             .then(|| prediction_values(outputs, version.roles))
             .flatten(),
-        classes: (enabled && classes > 0)
+        classes: (predicted && classes > 0)
             .then(|| class_indices(outputs, version.roles, classes, rows)),
         threshold: None,
     }

@@ -184,7 +184,7 @@ pub fn plan(state: &DeploymentState, change: &Change) -> Result<DeploymentState,
                     next.model
                 )));
             }
-            next.shadows.retain(|s| &s.version().version != version);
+            next.shadows.retain(|s| *s.version().version != **version);
         }
         Change::Threshold(threshold) => {
             check_unit_interval("threshold", *threshold)?;
@@ -196,7 +196,7 @@ pub fn plan(state: &DeploymentState, change: &Change) -> Result<DeploymentState,
             next.promotion = *settings;
         }
         Change::Rollback(target) => {
-            let Some(position) = next.history.iter().rposition(|v| v == &target.version) else {
+            let Some(position) = next.history.iter().rposition(|v| **v == *target.version) else {
                 return Err(ServingError::Conflict(format!(
                     "version {} is not a previous champion of {}",
                     target.version, next.model
@@ -312,7 +312,7 @@ fn promote(next: &mut DeploymentState, version: &Arc<LoadedVersion>) {
     if let Some(previous) = next.champion.replace(Arc::clone(version))
         && previous.version != version.version
     {
-        next.history.push(previous.version.clone());
+        next.history.push(previous.version.to_string());
         if next.history.len() > HISTORY_LIMIT {
             let excess = next.history.len() - HISTORY_LIMIT;
             next.history.drain(..excess);
@@ -329,10 +329,10 @@ fn mark_ready(
     let slot = next
         .versions
         .iter_mut()
-        .find(|v| v.version == version.version)
+        .find(|v| *v.version == *version.version)
         .ok_or_else(|| ServingError::UnknownVersion {
             model,
-            version: version.version.clone(),
+            version: version.version.to_string(),
         })?;
     if slot
         .ready()

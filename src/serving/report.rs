@@ -6,7 +6,7 @@ use super::entry::VersionEntry;
 use crate::engine::TensorSpec;
 use crate::monitor::ShadowComparison;
 use crate::repository::{Scores, Task};
-use crate::store::DeployPolicy;
+use crate::store::{DeployPolicy, PromotionSettings};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -103,6 +103,8 @@ pub struct ModelReport {
     pub policy: DeployPolicy,
     /// Previous champions, oldest first.
     pub history: Vec<String>,
+    /// When a shadow is promoted on evidence.
+    pub promotion: PromotionSettings,
     /// The version with the best highlight validation score.
     pub best_validation: Option<String>,
     /// Every version.
@@ -152,12 +154,12 @@ impl ModelReport {
         ModelReport {
             name: state.model.clone(),
             revision: state.revision,
-            champion: state.champion.as_ref().map(|c| c.version.clone()),
+            champion: state.champion.as_ref().map(|c| c.version.to_string()),
             shadows: state
                 .shadows
                 .iter()
                 .map(|s| ShadowReport {
-                    version: s.version().version.clone(),
+                    version: s.version().version.to_string(),
                     fraction: s.fraction,
                     comparison: s
                         .mirror
@@ -168,6 +170,7 @@ impl ModelReport {
             threshold: state.threshold,
             policy: state.policy,
             history: state.history.clone(),
+            promotion: state.promotion,
             best_validation: state.best_validation().map(|v| v.version.clone()),
             versions: state
                 .versions

@@ -56,6 +56,8 @@ impl Registry {
             models: ArcSwap::from_pointee(BTreeMap::new()),
             rescans: tokio::sync::Mutex::new(()),
             store: store.map(Arc::new),
+            log: settings.log,
+            feedback: settings.feedback,
         };
         for model in registry.discover().await? {
             let versions = registry.load_all(model.versions).await?;
@@ -170,7 +172,7 @@ impl Registry {
             .collect();
         let restored = restore(name, saved, known, &mirrors);
         let model = Arc::new(ModelState::new(restored.state.clone()));
-        self.publish_version_count(&restored.state);
+        self.announce(&restored.state).await;
         if !restored.substitutions.is_empty() {
             let pending = self.begin(Arc::clone(&model), None).await?;
             self.publish(
@@ -179,6 +181,7 @@ impl Registry {
                 Some(saved.clone()),
                 Actor::Startup,
                 restored.substitutions.join("; "),
+                None,
             )
             .await?;
         }

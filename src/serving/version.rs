@@ -64,10 +64,10 @@ pub struct LoadContext {
 /// A version ready to serve. Immutable once built (its monitor counts); shared as
 /// `Arc<LoadedVersion>`.
 pub struct LoadedVersion {
-    /// Model name.
-    pub model: String,
+    /// Model name (shared: every logged row and metric of the version names it).
+    pub model: Arc<str>,
     /// Version name.
-    pub version: String,
+    pub version: Arc<str>,
     /// Its `model.toml`.
     pub metadata: Metadata,
     /// Which outputs are label, probabilities and value.
@@ -134,8 +134,8 @@ impl LoadedVersion {
             context.monitor,
         );
         Ok(LoadedVersion {
-            model: dir.model.clone(),
-            version: dir.version.clone(),
+            model: Arc::from(dir.model.as_str()),
+            version: Arc::from(dir.version.as_str()),
             metadata,
             roles,
             cost,

@@ -21,6 +21,8 @@ pub enum Actor {
     Policy,
     /// A repository rescan: new models and new versions.
     Rescan,
+    /// The promotion rule: a shadow the evidence showed better than the champion.
+    Promotion,
 }
 
 impl std::fmt::Display for Actor {
@@ -30,6 +32,7 @@ impl std::fmt::Display for Actor {
             Actor::Startup => "startup",
             Actor::Policy => "policy",
             Actor::Rescan => "rescan",
+            Actor::Promotion => "promotion",
         })
     }
 }
@@ -51,6 +54,9 @@ pub struct AuditEntry {
     pub before: Option<DeploymentRecord>,
     /// The deployment after the change.
     pub after: DeploymentRecord,
+    /// What the change was decided on (the promotion evidence), when it was decided by vigil.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<serde_json::Value>,
 }
 
 impl AuditEntry {
@@ -73,6 +79,7 @@ impl AuditEntry {
             revision: after.revision,
             before,
             after,
+            evidence: None,
         }
     }
 }

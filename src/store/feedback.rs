@@ -218,6 +218,31 @@ pub struct RetrainSettings {
     pub secret: Option<String>,
 }
 
+impl RetrainSettings {
+    /// Every rule the settings break, each starting with the field's name.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.every_labels == 0 {
+            problems.push("every_labels: must be at least 1".to_string());
+        }
+        if self.command.as_ref().is_some_and(|c| c.is_empty()) {
+            problems.push("command: must name a program".to_string());
+        }
+        if let Some(url) = &self.webhook
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            problems.push(format!("webhook: `{url}` is not an http(s) URL"));
+        }
+        if self.webhook.is_some() && self.secret.as_deref().is_none_or(str::is_empty) {
+            problems.push("secret: a webhook needs a secret to sign its events".to_string());
+        }
+        if self.command.is_none() && self.webhook.is_none() {
+            problems.push("command: give a command, a webhook or both".to_string());
+        }
+        problems
+    }
+}
+
 /// What a model's next retraining event needs, passed with each batch of labels.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Trigger {

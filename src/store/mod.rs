@@ -19,8 +19,8 @@ mod sqlite;
 
 pub use self::audit::{Actor, AuditEntry, AuditLog};
 pub use self::feedback::FeedbackStore;
-pub use self::sqlite::SqliteFeedbackStore;
 pub use self::record::{DeployPolicy, DeploymentRecord, PromotionMode, PromotionSettings};
+pub use self::sqlite::SqliteFeedbackStore;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -37,7 +37,7 @@ pub const LEGACY_STATE_FILE: &str = "deployments.json";
 pub const FORMAT_VERSION: u32 = 2;
 
 /// A state-directory failure, naming the file.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum StoreError {
     /// A state file exists but cannot be read or parsed. It is never replaced silently.
     #[error(

@@ -220,7 +220,6 @@ fn label_record(row: &SqliteRow) -> Result<LabelRecord, sqlx::Error> {
     })
 }
 
-
 /// One random event id: 128 bits as hex, prefixed.
 fn new_event_id() -> String {
     format!("evt_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
@@ -254,13 +253,14 @@ async fn store_label(
     events: &mut Vec<StoredEvent>,
 ) -> Result<LabelOutcome, sqlx::Error> {
     let key = &write.key;
-    let stored: Option<(i64, String)> =
-        sqlx::query_as("SELECT seq, truth FROM labels WHERE model = $1 AND request_id = $2 AND row = $3")
-            .bind(&key.model)
-            .bind(&key.request_id)
-            .bind(i64::from(key.row))
-            .fetch_optional(&mut **tx)
-            .await?;
+    let stored: Option<(i64, String)> = sqlx::query_as(
+        "SELECT seq, truth FROM labels WHERE model = $1 AND request_id = $2 AND row = $3",
+    )
+    .bind(&key.model)
+    .bind(&key.request_id)
+    .bind(i64::from(key.row))
+    .fetch_optional(&mut **tx)
+    .await?;
     if let Some((seq, truth)) = stored {
         let stored: Truth = parse(&truth)?;
         if stored == write.truth {
@@ -388,8 +388,10 @@ impl FeedbackStore for SqliteFeedbackStore {
                 class,
                 confidence,
                 value,
-                serde_json::to_string(&row.shadows.iter().map(AsRef::as_ref).collect::<Vec<&str>>())
-                    .unwrap_or_default(),
+                serde_json::to_string(
+                    &row.shadows.iter().map(AsRef::as_ref).collect::<Vec<&str>>()
+                )
+                .unwrap_or_default(),
             ]));
         }
         let shadows: Vec<Value> = shadowed
@@ -639,20 +641,22 @@ impl FeedbackStore for SqliteFeedbackStore {
             Channel::Webhook => "UPDATE events SET webhook_pending = 0 WHERE event_id = $1",
         };
         sqlx::query(statement)
-        .bind(event_id)
-        .execute(&self.labels)
-        .await
-        .map_err(|e| self.error(e))?;
-        Ok(())
-    }
-
-    async fn failed(&self, event_id: &str, reason: &str) -> Result<(), StoreError> {
-        sqlx::query("UPDATE events SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2")
-            .bind(reason)
             .bind(event_id)
             .execute(&self.labels)
             .await
             .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn failed(&self, event_id: &str, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE events SET attempts = attempts + 1, last_error = $1 WHERE event_id = $2",
+        )
+        .bind(reason)
+        .bind(event_id)
+        .execute(&self.labels)
+        .await
+        .map_err(|e| self.error(e))?;
         Ok(())
     }
 }

@@ -77,6 +77,7 @@ fn mirror(version: &str) -> Arc<Mirror> {
         loaded(version),
         Arc::new(ShadowStats::default()),
         settings,
+        None,
     ))
 }
 
@@ -87,14 +88,14 @@ fn deployed(policy: DeployPolicy) -> DeploymentState {
 }
 
 fn champion(state: &DeploymentState) -> Option<&str> {
-    state.champion.as_ref().map(|c| c.version.as_str())
+    state.champion.as_ref().map(|c| &*c.version)
 }
 
 fn shadows(state: &DeploymentState) -> Vec<(String, f64)> {
     state
         .shadows
         .iter()
-        .map(|s| (s.version().version.clone(), s.fraction))
+        .map(|s| (s.version().version.to_string(), s.fraction))
         .collect()
 }
 

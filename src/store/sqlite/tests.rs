@@ -53,7 +53,10 @@ async fn logged_rows_come_back_with_their_shadows_and_repeats_keep_the_first() {
     let (_dir, store) = store().await;
     let repeated = store
         .append(
-            &[served("r1", 0, "3", 2, &["2"]), served("r1", 1, "3", 0, &["2"])],
+            &[
+                served("r1", 0, "3", 2, &["2"]),
+                served("r1", 1, "3", 0, &["2"]),
+            ],
             &[shadowed("r1", 0, "2", Some(1))],
         )
         .await
@@ -165,7 +168,11 @@ async fn labels_are_accepted_once_and_events_fire_at_each_crossing() {
             ..
         }
     ));
-    assert_eq!(events.len(), 1, "labels 4, 5 and 6 (row 5) cross the second time");
+    assert_eq!(
+        events.len(),
+        1,
+        "labels 4, 5 and 6 (row 5) cross the second time"
+    );
     assert_eq!(events[0].payload["labels_total"], 6);
     let all = store.labels("iris").await.expect("labels");
     assert_eq!(all.len(), 6);
@@ -176,7 +183,10 @@ async fn labels_are_accepted_once_and_events_fire_at_each_crossing() {
         .delivered(&events[0].event_id, Channel::Command)
         .await
         .expect("delivered");
-    store.failed(&event.event_id, "exit 1").await.expect("failed");
+    store
+        .failed(&event.event_id, "exit 1")
+        .await
+        .expect("failed");
     let pending = store.pending_events().await.expect("pending");
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].event_id, event.event_id);
@@ -232,7 +242,11 @@ async fn retraining_settings_and_labels_persist_across_reopening() {
     }
     let store = SqliteFeedbackStore::open(dir.path()).await.expect("reopen");
     assert_eq!(
-        store.retrain_settings().await.expect("settings").get("iris"),
+        store
+            .retrain_settings()
+            .await
+            .expect("settings")
+            .get("iris"),
         Some(&settings)
     );
     assert_eq!(store.labels("iris").await.expect("labels").len(), 1);
