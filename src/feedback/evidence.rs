@@ -115,7 +115,10 @@ impl PairedEvidence {
                 self.mean_difference += delta / self.paired as f64;
                 self.squared_deviations += delta * (d - self.mean_difference);
                 let variance = self.variance();
-                let tau2 = mixing_variance(settings.alpha, settings.max_labels, variance);
+                // calcTau in units of the differences' own standard deviation, then back:
+                // calcTau's b = 2 ln(1/α)/√(M V) is not unit-free, so on the raw V the power
+                // would depend on whether errors are in metres or millimetres.
+                let tau2 = variance * mixing_variance(settings.alpha, settings.max_labels, 1.0);
                 let log_evidence =
                     gaussian_log_evidence(self.paired, self.mean_difference, variance, tau2);
                 let (better, worse) = if self.mean_difference > 0.0 {
@@ -129,7 +132,11 @@ impl PairedEvidence {
                 self.log_evidence_worse = worse;
             }
         }
-        self.max_log_evidence = self.max_log_evidence.max(self.log_evidence);
+        // From min_labels on, as the decision: before, the plug-in variance of a handful of
+        // regression differences can be near 0 and Λ huge by chance.
+        if self.paired >= settings.min_labels {
+            self.max_log_evidence = self.max_log_evidence.max(self.log_evidence);
+        }
         if self.state != EvidenceState::Collecting {
             return;
         }

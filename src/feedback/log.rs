@@ -357,7 +357,7 @@ fn row_json(inputs: &[Tensor], row: usize, rows: usize) -> String {
     let mut first = true;
     for tensor in inputs {
         let data = tensor.data();
-        let width = if rows == 0 { 0 } else { data.len() / rows };
+        let width = data.len().checked_div(rows).unwrap_or(0);
         for index in row * width..(row + 1) * width {
             if !first {
                 json.push(',');

@@ -218,9 +218,17 @@ impl Feedback {
     fn score(&self, write: &LabelWrite) {
         let model = &write.key.model;
         let window = self.settings.quality_window;
-        let scores = self
-            .with_model(model, |m| m.score(&write.row, write.truth, window).0)
+        let scoring = self
+            .with_model(model, |m| {
+                let scoring = m.score(&write.row, write.truth, window);
+                for (champion, shadow) in &scoring.decided {
+                    let state = m.evidence.get(&(champion.clone(), shadow.clone())).map(|e| e.state);
+                    tracing::info!(%model, %champion, %shadow, ?state, "promotion evidence decided");
+                }
+                scoring
+            })
             .unwrap_or_default();
+        let scores = scoring.scores;
         for (version, score) in scores {
             let labels = [("model", model.as_str()), ("version", version.as_str())];
             self.metrics

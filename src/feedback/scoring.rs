@@ -50,6 +50,15 @@ pub struct Candidate {
     pub evidence: serde_json::Value,
 }
 
+/// What scoring one labelled row did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Scoring {
+    /// Each version that predicted the row, with its score.
+    pub scores: Vec<(String, Scored)>,
+    /// (champion, shadow) comparisons that just reached a decision.
+    pub decided: Vec<(String, String)>,
+}
+
 /// The feedback loop's state of one model.
 #[derive(Debug, Clone, Default)]
 pub struct ModelFeedback {
@@ -98,14 +107,9 @@ impl ModelFeedback {
         self.evidence.clear();
     }
 
-    /// Scores one labelled row; returns each version's score (for the Prometheus counters) and
-    /// the comparisons that just reached a decision.
-    pub fn score(
-        &mut self,
-        row: &LoggedRow,
-        truth: Truth,
-        window: usize,
-    ) -> (Vec<(String, Scored)>, Vec<(String, String)>) {
+    /// Scores one labelled row: each version's score (for the Prometheus counters) and the
+    /// comparisons that just reached a decision.
+    pub fn score(&mut self, row: &LoggedRow, truth: Truth, window: usize) -> Scoring {
         let mut scores = Vec::new();
         for prediction in &row.predictions {
             let Some(score) = scored(&prediction.prediction, truth) else {
@@ -124,10 +128,10 @@ impl ModelFeedback {
         }
         let mut decided = Vec::new();
         let Some(served) = row.predictions.first().filter(|_| !row.direct) else {
-            return (scores, decided);
+            return Scoring { scores, decided };
         };
         let Some(champion) = scored(&served.prediction, truth) else {
-            return (scores, decided);
+            return Scoring { scores, decided };
         };
         for shadow in row.predictions.iter().skip(1).filter(|p| p.shadow) {
             let Some(theirs) = scored(&shadow.prediction, truth) else {
@@ -154,7 +158,7 @@ impl ModelFeedback {
                 decided.push(key);
             }
         }
-        (scores, decided)
+        Scoring { scores, decided }
     }
 
     /// The comparisons of the current champion with its current shadows that have decided the

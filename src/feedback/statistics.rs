@@ -12,9 +12,12 @@
 //! Λ(b, c) = 2^(b+c+1) · B(a+b, a+c) / B(a, a) · I_{1/2}(a+c, a+b)        (Λ(0, 0) = 1)
 //! ```
 //!
-//! (I is the regularised incomplete beta function, statrs's `beta_reg`). Λ is a non-negative
-//! supermartingale under H0, so P(Λ ever ≥ 1/α) ≤ α whatever the peeking (Ville's inequality).
-//! Everything is computed in logs: 2^n overflows an f64 near n = 1024.
+//! (I is the regularised incomplete beta function). Λ is a non-negative supermartingale under
+//! H0, so P(Λ ever ≥ 1/α) ≤ α whatever the peeking (Ville's inequality). Everything is computed
+//! in logs: 2^n overflows an f64 near n = 1024, and for c ≫ b, I_{1/2} underflows long before
+//! Λ does (at b = 0, c ≈ 1 100), so I is never formed: its continued fraction is combined with
+//! the other factors in logs. statrs's `beta_reg` is not used: it returns I itself, and stops
+//! after 140 terms, short of the ≈ √(b + c) the fraction needs near b = c for b + c ≳ 10⁵.
 //!
 //! # Regressors: Gaussian mixture SPRT on paired error differences
 //!
@@ -29,7 +32,7 @@
 //! τ² is chosen for a horizon of M rows as the R package mixtureSPRT's `calcTau` does:
 //! b = 2 ln(1/α) / √(M V), τ² = V Φ(−b) / (φ(b)/b − Φ(−b)).
 
-use statrs::function::beta::{checked_beta_reg, ln_beta};
+use statrs::function::beta::ln_beta;
 use statrs::function::erf::erfc;
 use std::f64::consts::{LN_2, PI};
 
@@ -47,17 +50,62 @@ pub fn discordant_log_evidence(b: u64, c: u64, a: f64) -> f64 {
         return 0.0;
     }
     let (b, c) = (b as f64, c as f64);
-    let tail = checked_beta_reg(a + c, a + b, 0.5).unwrap_or(0.0);
-    if tail <= 0.0 {
-        return f64::NEG_INFINITY;
+    // Λ = 2^(b+c+1) B(q, p)/B(a, a) · I_{1/2}(p, q) with p = a + c, q = a + b. The continued
+    // fraction h(p, q) gives I_{1/2}(p, q) = 2^−(p+q) h(p, q) / (p B(p, q)), which converges
+    // fast for p ≥ q (c ≥ b); for p < q use I = 1 − I_{1/2}(q, p). In the first case B(p, q)
+    // cancels and nothing underflows, however lopsided the counts.
+    let (p, q) = (a + c, a + b);
+    if c >= b {
+        (1.0 - 2.0 * a) * LN_2 - ln_beta(a, a) - p.ln() + beta_fraction(p, q).ln()
+    } else {
+        let ln_scale = (b + c + 1.0) * LN_2 + ln_beta(q, p) - ln_beta(a, a);
+        let other = (-(p + q) * LN_2 - ln_beta(q, p) - q.ln() + beta_fraction(q, p).ln()).exp();
+        ln_scale + (-other).ln_1p()
     }
-    (b + c + 1.0) * LN_2 + ln_beta(a + b, a + c) - ln_beta(a, a) + tail.ln()
+}
+
+/// The continued fraction of I_{1/2}(p, q) (Lentz's method, as Numerical Recipes' `betacf`),
+/// run to convergence: about √max(p, q) terms where p ≈ q, a few dozen otherwise.
+fn beta_fraction(p: f64, q: f64) -> f64 {
+    const TINY: f64 = 1e-300;
+    let x = 0.5;
+    let mut c = 1.0;
+    let mut d = 1.0 - (p + q) * x / (p + 1.0);
+    if d.abs() < TINY {
+        d = TINY;
+    }
+    d = 1.0 / d;
+    let mut h = d;
+    for m in 1..100_000u32 {
+        let m = f64::from(m);
+        let even = m * (q - m) * x / ((p + 2.0 * m - 1.0) * (p + 2.0 * m));
+        d = 1.0 + even * d;
+        d = if d.abs() < TINY { 1.0 / TINY } else { 1.0 / d };
+        c = 1.0 + even / c;
+        if c.abs() < TINY {
+            c = TINY;
+        }
+        h *= d * c;
+        let odd = -(p + m) * (p + q + m) * x / ((p + 2.0 * m) * (p + 2.0 * m + 1.0));
+        d = 1.0 + odd * d;
+        d = if d.abs() < TINY { 1.0 / TINY } else { 1.0 / d };
+        c = 1.0 + odd / c;
+        if c.abs() < TINY {
+            c = TINY;
+        }
+        let step = d * c;
+        h *= step;
+        if (step - 1.0).abs() <= f64::EPSILON / 2.0 {
+            break;
+        }
+    }
+    h
 }
 
 /// ln Λ of the Gaussian mixture SPRT after `n` paired differences of mean `mean` and variance
 /// `variance`, with mixing variance `tau2`. 0 (no evidence) when the variance is not positive.
 pub fn gaussian_log_evidence(n: u64, mean: f64, variance: f64, tau2: f64) -> f64 {
-    if n == 0 || variance <= 0.0 || tau2 <= 0.0 || !variance.is_finite() {
+    if n == 0 || !(variance > 0.0 && tau2 > 0.0) || !variance.is_finite() {
         return 0.0;
     }
     let n = n as f64;
@@ -70,8 +118,16 @@ pub fn gaussian_log_evidence(n: u64, mean: f64, variance: f64, tau2: f64) -> f64
 /// `calcTau`).
 pub fn mixing_variance(alpha: f64, horizon: u64, variance: f64) -> f64 {
     let b = 2.0 * (1.0 / alpha).ln() / (horizon as f64 * variance).sqrt();
-    let lower_tail = normal_cdf(-b);
-    variance * lower_tail / (normal_density(b) / b - lower_tail)
+    // Φ(−b)/φ(b), the Mills ratio: from Φ and φ while they are far from underflow (b < 3), by
+    // its continued fraction 1/(b + 1/(b + 2/(b + 3/(b + …)))) beyond.
+    let mills = if b < 3.0 {
+        normal_cdf(-b) / normal_density(b)
+    } else if b.is_finite() {
+        1.0 / (1..=100).rev().fold(b, |tail, j| b + f64::from(j) / tail)
+    } else {
+        return 0.0;
+    };
+    variance * mills / (1.0 / b - mills)
 }
 
 /// Φ(x), the standard normal distribution function.
@@ -113,8 +169,8 @@ pub fn wilson(successes: u64, n: u64) -> Option<Estimate> {
     let half = Z95 / denominator * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
     Some(Estimate {
         value: p,
-        low: (centre - half).max(0.0),
-        high: (centre + half).min(1.0),
+        low: (centre - half).clamp(0.0, p),
+        high: (centre + half).clamp(p, 1.0),
     })
 }
 
