@@ -414,7 +414,7 @@ async fn shadow_evidence_pairs_rows_and_a_better_shadow_is_promoted_with_it() {
     // two agree.
     let rows = spread_rows(3, 400);
     let mut paired = 0;
-    let (mut b, mut c) = (0u64, 0u64);
+    let mut b = 0u64;
     for (chunk_index, chunk) in rows.chunks(20).enumerate() {
         let id = format!("s{chunk_index}");
         let champion = iris(&gateway, &id, chunk).await;
@@ -437,20 +437,21 @@ async fn shadow_evidence_pairs_rows_and_a_better_shadow_is_promoted_with_it() {
         let (status, answer) =
             feedback(&gateway, "iris", Some(FEEDBACK), &json!({"items": items})).await;
         assert_eq!(status, StatusCode::OK, "{answer}");
-        let report = common::admin::report(&gateway, "iris").await;
-        if report["champion"] != "3" {
-            break;
-        }
         paired += chunk.len();
         b += champion.iter().zip(&shadow).filter(|(a, s)| a != s).count() as u64;
-        c += 0;
         let quality = quality(&gateway, "iris").await;
         let evidence = &quality["evidence"][0];
-        assert_eq!(evidence["champion"], "3");
+        if evidence["champion"] != "3" {
+            // Promoted on evidence meanwhile (the promotion runs in the background).
+            break;
+        }
         assert_eq!(evidence["shadow"], "1");
         assert_eq!(evidence["paired"], paired);
         assert_eq!(evidence["shadow_only"], b);
-        assert_eq!(evidence["champion_only"], c);
+        assert_eq!(
+            evidence["champion_only"], 0,
+            "the shadow is never wrong here"
+        );
     }
     assert!(b > 0, "the versions disagree on some rows");
     // The shadow was promoted on evidence: audited by `promotion`, with the evidence.
