@@ -368,6 +368,13 @@ fn row_json(inputs: &[Tensor], row: usize, rows: usize) -> String {
                     let text = values.get(index).map_or("", String::as_str);
                     json.push_str(&serde_json::Value::from(text).to_string());
                 }
+                // Single precision as the model saw it, printed as such (4.2, not 4.19999…).
+                TensorData::F32(values) => match values.get(index).filter(|v| v.is_finite()) {
+                    Some(value) => {
+                        let _ = write!(json, "{value}");
+                    }
+                    None => json.push_str("null"),
+                },
                 TensorData::Bool(values) => {
                     json.push_str(if values.get(index).copied().unwrap_or(false) {
                         "true"
@@ -426,6 +433,12 @@ mod tests {
         )
         .expect("tensor");
         assert_eq!(row_json(&[a.clone(), b.clone()], 0, 2), "[1.5,2,\"x\"]");
+        let c = Tensor::new(vec![1, 2], TensorData::F32(vec![4.2, 0.1])).expect("tensor");
+        assert_eq!(
+            row_json(&[c], 0, 1),
+            "[4.2,0.1]",
+            "f32 values keep their precision"
+        );
         assert_eq!(row_json(&[a, b], 1, 2), "[3,null,\"\\\"y\\\"\"]");
     }
 
