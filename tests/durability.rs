@@ -221,3 +221,103 @@ async fn a_kill_during_a_storm_of_changes_loses_no_answered_change() {
     assert_eq!(status, StatusCode::OK, "{body}");
     common::assert_threshold_outputs(&body, threshold);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_labels_survive_a_kill() {
+    let state = tempfile::tempdir().expect("state dir");
+    let gateway = start(state.path());
+    let client = reqwest::Client::new();
+    let rows: Vec<Vec<f64>> = (0..300)
+        .map(|i| {
+            vec![
+                4.5 + f64::from(i % 30) * 0.1,
+                3.0,
+                1.5 + f64::from(i % 50) * 0.1,
+                0.4,
+            ]
+        })
+        .collect();
+    let mut body = common::v2_body("float_input", &rows);
+    body["id"] = json!("k");
+    let (status, answer) = admin(
+        &client,
+        gateway.url("/v2/models/iris/infer"),
+        Method::POST,
+        None,
+        Some(body),
+    )
+    .await
+    .expect("inference");
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let answered: Vec<u64> = answer["outputs"][0]["data"]
+        .as_array()
+        .expect("labels")
+        .iter()
+        .map(|l| l.as_u64().expect("index"))
+        .collect();
+    // 300 labels, each acknowledged before the next is sent; the champion is right on 2 in 3.
+    let truth: Vec<u64> = answered
+        .iter()
+        .enumerate()
+        .map(|(row, &a)| if row % 3 == 0 { (a + 1) % 3 } else { a })
+        .collect();
+    for (row, label) in truth.iter().enumerate() {
+        let (status, answer) = admin(
+            &client,
+            gateway.url("/v1/models/iris/feedback"),
+            Method::POST,
+            None,
+            Some(json!({"id": "k", "row": row, "label": label})),
+        )
+        .await
+        .expect("feedback");
+        assert_eq!(
+            (status, answer["status"].clone()),
+            (StatusCode::OK, json!("accepted"))
+        );
+    }
+    gateway.kill_9();
+
+    let restarted = start(state.path());
+    let (status, quality) = admin(
+        &client,
+        restarted.url("/admin/models/iris/quality"),
+        Method::GET,
+        None,
+        None,
+    )
+    .await
+    .expect("quality");
+    assert_eq!(status, StatusCode::OK, "{quality}");
+    let champion = quality["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .find(|v| v["version"] == "3")
+        .expect("quality of the champion");
+    assert_eq!(
+        champion["all"]["labelled"], 300,
+        "every acknowledged label is back"
+    );
+    assert_eq!(champion["all"]["accuracy"]["value"], 200.0 / 300.0);
+    // And each of them is known: sending them again finds duplicates.
+    let items: Vec<Value> = truth
+        .iter()
+        .enumerate()
+        .map(|(row, label)| json!({"id": "k", "row": row, "label": label}))
+        .collect();
+    let (status, answer) = admin(
+        &client,
+        restarted.url("/v1/models/iris/feedback"),
+        Method::POST,
+        None,
+        Some(json!({"items": items})),
+    )
+    .await
+    .expect("feedback");
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        answer["counts"],
+        json!({"accepted": 0, "duplicate": 300, "error": 0})
+    );
+}

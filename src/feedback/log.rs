@@ -16,7 +16,7 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 
 /// Most rows written in one transaction.
 pub const BATCH_ROWS: usize = 1_000;
@@ -127,6 +127,8 @@ pub struct InferenceLog {
     metrics: Arc<Metrics>,
     closing: watch::Sender<bool>,
     writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Ends the batch being gathered at once (feedback is waiting for it).
+    hurry: Arc<Notify>,
 }
 
 impl std::fmt::Debug for InferenceLog {
@@ -156,9 +158,11 @@ impl InferenceLog {
             metrics: Arc::clone(&metrics),
             closing,
             writer: std::sync::Mutex::new(None),
+            hurry: Arc::new(Notify::new()),
         });
         let writer = Writer {
             store: Arc::clone(&store),
+            hurry: Arc::clone(&log.hurry),
             metrics,
             flushed: flushed_tx,
             log: Arc::downgrade(&log),
@@ -226,6 +230,9 @@ impl InferenceLog {
     pub async fn flushed(&self, limit: Duration) -> bool {
         let target = self.queued.load(Ordering::Relaxed);
         let mut flushed = self.flushed.clone();
+        if *flushed.borrow() < target {
+            self.hurry.notify_one();
+        }
         tokio::time::timeout(limit, flushed.wait_for(|&done| done >= target))
             .await
             .is_ok_and(|r| r.is_ok())
@@ -235,6 +242,7 @@ impl InferenceLog {
 /// The background writer.
 struct Writer {
     store: Arc<dyn FeedbackStore>,
+    hurry: Arc<Notify>,
     metrics: Arc<Metrics>,
     flushed: watch::Sender<u64>,
     log: std::sync::Weak<InferenceLog>,
@@ -264,13 +272,19 @@ impl Writer {
             let mut rows = first.rows();
             batch.push(first);
             let deadline = tokio::time::Instant::now() + BATCH_DELAY;
+            // The batch ends when full, when its first record has waited BATCH_DELAY, or when
+            // feedback waits for it.
             while rows < BATCH_ROWS {
-                match tokio::time::timeout_at(deadline, receiver.recv()).await {
-                    Ok(Some(entry)) => {
-                        rows += entry.rows();
-                        batch.push(entry);
-                    }
-                    Ok(None) | Err(_) => break,
+                tokio::select! {
+                    entry = receiver.recv() => match entry {
+                        Some(entry) => {
+                            rows += entry.rows();
+                            batch.push(entry);
+                        }
+                        None => break,
+                    },
+                    () = tokio::time::sleep_until(deadline) => break,
+                    () = self.hurry.notified() => break,
                 }
             }
             self.write(&mut batch).await;
