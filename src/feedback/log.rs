@@ -1,6 +1,6 @@
 //! The inference log's writer: answered rows and shadow predictions go into a bounded queue on
-//! the request path (`try_send`: never waits; when full, the record is dropped and counted), and
-//! one background task writes them to the store in batches (one transaction per 1,000 rows or
+//! the request path (never waits; when full, the record is dropped and counted), and one
+//! background task writes them to the store in batches (one transaction per 1,000 rows or
 //! 50 ms, whichever comes first). Old rows are expired in the background (TTL, then a row cap).
 //!
 //! Feedback can arrive before its prediction is written: [`InferenceLog::flushed`] lets it wait
@@ -12,11 +12,11 @@ use crate::metrics::{self, Metrics};
 use crate::store::FeedbackStore;
 use crate::store::feedback::{LoggedPrediction, ServedRow, ShadowedRow};
 use dashmap::DashMap;
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{Notify, watch};
 
 /// Most rows written in one transaction.
 pub const BATCH_ROWS: usize = 1_000;
@@ -99,42 +99,56 @@ pub struct Shadowed {
 }
 
 enum Entry {
-    Served(Served, i64, u64),
-    Shadowed(Shadowed, i64, u64),
+    Served(Served, i64),
+    Shadowed(Shadowed, i64),
 }
 
 impl Entry {
     fn rows(&self) -> usize {
         match self {
-            Entry::Served(s, ..) => s.rows,
-            Entry::Shadowed(s, ..) => s.rows,
+            Entry::Served(s, _) => s.rows,
+            Entry::Shadowed(s, _) => s.rows,
         }
     }
 
-    fn seq(&self) -> u64 {
+    fn model(&self) -> &Arc<str> {
         match self {
-            Entry::Served(.., seq) | Entry::Shadowed(.., seq) => *seq,
+            Entry::Served(s, _) => &s.model,
+            Entry::Shadowed(s, _) => &s.model,
         }
     }
 }
 
-/// The inference log: cheap to record into from the request path.
+/// Records waiting to be written.
+#[derive(Default)]
+struct Queue {
+    entries: Vec<Entry>,
+    rows: usize,
+    /// When the oldest waiting record was queued.
+    since: Option<tokio::time::Instant>,
+    /// Records ever queued (the last one's number).
+    queued: u64,
+    /// Feedback is waiting: write now.
+    hurried: bool,
+}
+
+/// The inference log: cheap to record into from the request path (a short lock and a push; the
+/// writer is woken once per batch, not once per request).
 pub struct InferenceLog {
-    sender: mpsc::Sender<Entry>,
-    queued: AtomicU64,
+    queue: std::sync::Mutex<Queue>,
+    capacity: usize,
+    wake: Arc<Notify>,
     flushed: watch::Receiver<u64>,
     dropped: DashMap<Arc<str>, ::metrics::Counter>,
     metrics: Arc<Metrics>,
     closing: watch::Sender<bool>,
     writer: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-    /// Ends the batch being gathered at once (feedback is waiting for it).
-    hurry: Arc<Notify>,
 }
 
 impl std::fmt::Debug for InferenceLog {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("InferenceLog")
-            .field("queued", &self.queued.load(Ordering::Relaxed))
+            .field("capacity", &self.capacity)
             .finish_non_exhaustive()
     }
 }
@@ -147,27 +161,25 @@ impl InferenceLog {
         settings: LogSettings,
         metrics: Arc<Metrics>,
     ) -> Arc<InferenceLog> {
-        let (sender, receiver) = mpsc::channel(settings.queue.max(1));
         let (flushed_tx, flushed) = watch::channel(0);
         let (closing, closed) = watch::channel(false);
         let log = Arc::new(InferenceLog {
-            sender,
-            queued: AtomicU64::new(0),
+            queue: std::sync::Mutex::new(Queue::default()),
+            capacity: settings.queue.max(1),
+            wake: Arc::new(Notify::new()),
             flushed,
             dropped: DashMap::new(),
             metrics: Arc::clone(&metrics),
             closing,
             writer: std::sync::Mutex::new(None),
-            hurry: Arc::new(Notify::new()),
         });
         let writer = Writer {
             store: Arc::clone(&store),
-            hurry: Arc::clone(&log.hurry),
             metrics,
             flushed: flushed_tx,
             log: Arc::downgrade(&log),
         };
-        let handle = tokio::spawn(writer.run(receiver, closed.clone()));
+        let handle = tokio::spawn(writer.run(Arc::clone(&log.wake), closed.clone()));
         if let Ok(mut slot) = log.writer.lock() {
             *slot = Some(handle);
         }
@@ -190,27 +202,34 @@ impl InferenceLog {
     /// Queues an answered request. Never waits: when the queue is full it is dropped and
     /// counted.
     pub fn served(&self, served: Served) {
-        let model = Arc::clone(&served.model);
-        let seq = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
-        if self
-            .sender
-            .try_send(Entry::Served(served, now_ms(), seq))
-            .is_err()
-        {
-            self.count_dropped(&model, 1);
-        }
+        self.push(Entry::Served(served, now_ms()));
     }
 
     /// Queues a shadow's run of a copied request. Never waits.
     pub fn shadowed(&self, shadowed: Shadowed) {
-        let model = Arc::clone(&shadowed.model);
-        let seq = self.queued.fetch_add(1, Ordering::Relaxed) + 1;
-        if self
-            .sender
-            .try_send(Entry::Shadowed(shadowed, now_ms(), seq))
-            .is_err()
-        {
-            self.count_dropped(&model, 1);
+        self.push(Entry::Shadowed(shadowed, now_ms()));
+    }
+
+    fn push(&self, entry: Entry) {
+        let Ok(mut queue) = self.queue.lock() else {
+            return;
+        };
+        if queue.entries.len() >= self.capacity {
+            drop(queue);
+            self.count_dropped(entry.model(), 1);
+            return;
+        }
+        let first = queue.entries.is_empty();
+        if first {
+            queue.since = Some(tokio::time::Instant::now());
+        }
+        queue.rows += entry.rows();
+        queue.queued += 1;
+        queue.entries.push(entry);
+        let full = queue.rows >= BATCH_ROWS;
+        drop(queue);
+        if first || full {
+            self.wake.notify_one();
         }
     }
 
@@ -224,87 +243,133 @@ impl InferenceLog {
             .increment(records);
     }
 
-    /// Waits (at most `limit`) until everything queued before the call has been written.
-    /// Returns false when the limit ran out first (a record dropped from a full queue is never
-    /// written, so a caller must not wait without limit).
+    /// Waits (at most `limit`) until everything queued before the call has been written,
+    /// asking the writer not to wait for its batch to fill. Returns false when the limit ran out
+    /// first.
     pub async fn flushed(&self, limit: Duration) -> bool {
-        let target = self.queued.load(Ordering::Relaxed);
+        let target = match self.queue.lock() {
+            Ok(mut queue) => {
+                queue.hurried = true;
+                queue.queued
+            }
+            Err(_) => return false,
+        };
         let mut flushed = self.flushed.clone();
         if *flushed.borrow() < target {
-            self.hurry.notify_one();
+            self.wake.notify_one();
         }
         tokio::time::timeout(limit, flushed.wait_for(|&done| done >= target))
             .await
             .is_ok_and(|r| r.is_ok())
     }
+
+    /// What the writer should do now: the records to write (all waiting ones, when the batch is
+    /// full, its delay is over, feedback waits, or `closing`), or how long to wait for that.
+    fn take(&self, closing: bool) -> Taken {
+        let Ok(mut queue) = self.queue.lock() else {
+            return Taken::Wait(None);
+        };
+        let Some(since) = queue.since else {
+            return Taken::Wait(None);
+        };
+        let due = since + BATCH_DELAY;
+        if closing
+            || queue.hurried
+            || queue.rows >= BATCH_ROWS
+            || tokio::time::Instant::now() >= due
+        {
+            let entries = std::mem::take(&mut queue.entries);
+            queue.rows = 0;
+            queue.since = None;
+            queue.hurried = false;
+            Taken::Write(entries, queue.queued)
+        } else {
+            Taken::Wait(Some(due))
+        }
+    }
+}
+
+/// What the writer takes from the queue.
+enum Taken {
+    /// These records, the last of them numbered so.
+    Write(Vec<Entry>, u64),
+    /// Nothing yet: wait until then (or until woken).
+    Wait(Option<tokio::time::Instant>),
 }
 
 /// The background writer.
 struct Writer {
     store: Arc<dyn FeedbackStore>,
-    hurry: Arc<Notify>,
     metrics: Arc<Metrics>,
     flushed: watch::Sender<u64>,
     log: std::sync::Weak<InferenceLog>,
 }
 
 impl Writer {
-    async fn run(self, mut receiver: mpsc::Receiver<Entry>, mut closed: watch::Receiver<bool>) {
-        let mut batch: Vec<Entry> = Vec::new();
+    async fn run(self, wake: Arc<Notify>, mut closed: watch::Receiver<bool>) {
         loop {
-            let first = tokio::select! {
-                entry = receiver.recv() => entry,
-                _ = closed.wait_for(|&closing| closing) => None,
-            };
-            let Some(first) = first else {
-                // Closing (or every sender gone): write what is left, then stop.
-                while let Ok(entry) = receiver.try_recv() {
-                    batch.push(entry);
-                    if batch.iter().map(Entry::rows).sum::<usize>() >= BATCH_ROWS {
-                        self.write(&mut batch).await;
-                    }
-                }
-                if !batch.is_empty() {
-                    self.write(&mut batch).await;
-                }
+            let closing = *closed.borrow();
+            let Some(log) = self.log.upgrade() else {
                 return;
             };
-            let mut rows = first.rows();
-            batch.push(first);
-            let deadline = tokio::time::Instant::now() + BATCH_DELAY;
-            // The batch ends when full, when its first record has waited BATCH_DELAY, or when
-            // feedback waits for it.
-            while rows < BATCH_ROWS {
-                tokio::select! {
-                    entry = receiver.recv() => match entry {
-                        Some(entry) => {
-                            rows += entry.rows();
-                            batch.push(entry);
+            let taken = log.take(closing);
+            drop(log);
+            match taken {
+                Taken::Write(entries, last) => {
+                    self.write(entries).await;
+                    self.flushed.send_replace(last);
+                }
+                Taken::Wait(_) if closing => return,
+                Taken::Wait(until) => {
+                    let sleep = async {
+                        match until {
+                            Some(until) => tokio::time::sleep_until(until).await,
+                            None => std::future::pending().await,
                         }
-                        None => break,
-                    },
-                    () = tokio::time::sleep_until(deadline) => break,
-                    () = self.hurry.notified() => break,
+                    };
+                    tokio::select! {
+                        () = wake.notified() => {}
+                        () = sleep => {}
+                        _ = closed.wait_for(|&closing| closing) => {}
+                    }
                 }
             }
-            self.write(&mut batch).await;
         }
     }
 
-    async fn write(&self, batch: &mut Vec<Entry>) {
-        let last = batch.iter().map(Entry::seq).max().unwrap_or(0);
+    /// Writes `entries` in transactions of at most [`BATCH_ROWS`] rows.
+    async fn write(&self, entries: Vec<Entry>) {
         let mut served = Vec::new();
         let mut shadowed = Vec::new();
-        for entry in batch.drain(..) {
+        for entry in entries {
             match entry {
-                Entry::Served(entry, time_ms, _) => served.extend(served_rows(entry, time_ms)),
-                Entry::Shadowed(entry, time_ms, _) => {
+                Entry::Served(entry, time_ms) => served.extend(served_rows(entry, time_ms)),
+                Entry::Shadowed(entry, time_ms) => {
                     shadowed.extend(shadowed_rows(entry, time_ms));
                 }
             }
+            if served.len() + shadowed.len() >= BATCH_ROWS {
+                self.commit(std::mem::take(&mut served), std::mem::take(&mut shadowed))
+                    .await;
+            }
         }
+        if !served.is_empty() || !shadowed.is_empty() {
+            self.commit(served, shadowed).await;
+        }
+    }
+
+    /// One transaction.
+    async fn commit(&self, served: Vec<ServedRow>, shadowed: Vec<ShadowedRow>) {
         let written = (served.len() + shadowed.len()) as u64;
-        match self.store.append(&served, &shadowed).await {
+        let mut per_model: BTreeMap<Arc<str>, u64> = BTreeMap::new();
+        for model in served
+            .iter()
+            .map(|r| &r.model)
+            .chain(shadowed.iter().map(|r| &r.model))
+        {
+            *per_model.entry(Arc::clone(model)).or_default() += 1;
+        }
+        match self.store.append(served, shadowed).await {
             Ok(repeated) => {
                 self.metrics
                     .counter(metrics::INFERENCE_LOG_ROWS, &[])
@@ -318,16 +383,12 @@ impl Writer {
             Err(error) => {
                 tracing::warn!(%error, rows = written, "inference log batch not written");
                 if let Some(log) = self.log.upgrade() {
-                    for row in &served {
-                        log.count_dropped(&row.model, 1);
-                    }
-                    for row in &shadowed {
-                        log.count_dropped(&row.model, 1);
+                    for (model, rows) in per_model {
+                        log.count_dropped(&model, rows);
                     }
                 }
             }
         }
-        self.flushed.send_replace(last);
     }
 }
 

@@ -275,8 +275,8 @@ pub trait FeedbackStore: Send + Sync {
     /// answered rows were such repeats.
     async fn append(
         &self,
-        served: &[ServedRow],
-        shadowed: &[ShadowedRow],
+        served: Vec<ServedRow>,
+        shadowed: Vec<ShadowedRow>,
     ) -> Result<BTreeMap<String, u64>, StoreError>;
 
     /// The logged rows of `keys` (`None` where a row is not in the log).

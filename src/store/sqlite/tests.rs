@@ -53,18 +53,18 @@ async fn logged_rows_come_back_with_their_shadows_and_repeats_keep_the_first() {
     let (_dir, store) = store().await;
     let repeated = store
         .append(
-            &[
+            vec![
                 served("r1", 0, "3", 2, &["2"]),
                 served("r1", 1, "3", 0, &["2"]),
             ],
-            &[shadowed("r1", 0, "2", Some(1))],
+            vec![shadowed("r1", 0, "2", Some(1))],
         )
         .await
         .expect("append");
     assert!(repeated.is_empty());
     // The same id again (another version answered): the first record stays, the repeat counts.
     let repeated = store
-        .append(&[served("r1", 0, "1", 1, &[])], &[])
+        .append(vec![served("r1", 0, "1", 1, &[])], vec![])
         .await
         .expect("append");
     assert_eq!(repeated.get("iris"), Some(&1));
@@ -113,7 +113,7 @@ fn label(id: &str, row: u32, class: u32, replace: bool, logged: &LoggedRow) -> L
 async fn labels_are_accepted_once_and_events_fire_at_each_crossing() {
     let (_dir, store) = store().await;
     let rows: Vec<ServedRow> = (0..7).map(|r| served("r", r, "3", 0, &[])).collect();
-    store.append(&rows, &[]).await.expect("append");
+    store.append(rows, vec![]).await.expect("append");
     let keys: Vec<RowKey> = (0..7).map(|r| key("r", r)).collect();
     let logged: Vec<LoggedRow> = store
         .rows(&keys)
@@ -197,7 +197,7 @@ async fn labels_are_accepted_once_and_events_fire_at_each_crossing() {
 async fn expiry_removes_old_rows_then_the_oldest_beyond_the_cap() {
     let (_dir, store) = store().await;
     let rows: Vec<ServedRow> = (0..10).map(|r| served("x", r, "3", 0, &[])).collect();
-    store.append(&rows, &[]).await.expect("append");
+    store.append(rows, vec![]).await.expect("append");
     // Rows 0–2 are older than 1003 ms; of the other 7, the cap keeps the newest 4.
     let deleted = store.expire(1_003, 4).await.expect("expire");
     assert_eq!(deleted, 6);
@@ -229,7 +229,7 @@ async fn retraining_settings_and_labels_persist_across_reopening() {
             .await
             .expect("save");
         store
-            .append(&[served("p", 0, "3", 0, &[])], &[])
+            .append(vec![served("p", 0, "3", 0, &[])], vec![])
             .await
             .expect("append");
         let logged = store.rows(&[key("p", 0)]).await.expect("rows")[0]
