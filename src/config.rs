@@ -577,7 +577,14 @@ impl Config {
 fn read_file(path: &Path) -> Result<FileConfig, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("config file {}: {e}", path.display()))?;
-    toml::from_str(&text).map_err(|e| format!("config file {}: {}", path.display(), e.message()))
+    toml::from_str(&text).map_err(|e| {
+        let place = e.span().map_or_else(String::new, |span| {
+            let line = text[..span.start].matches('\n').count() + 1;
+            let shown = text.lines().nth(line - 1).unwrap_or_default().trim();
+            format!(" line {line} (`{shown}`):")
+        });
+        format!("config file {}:{place} {}", path.display(), e.message())
+    })
 }
 
 #[cfg(test)]
@@ -630,5 +637,42 @@ mod tests {
         assert!(text.contains("max_rows"), "{text}");
         assert!(text.contains("is not a directory"), "{text}");
         assert!(text.contains("sessions_per_version"), "{text}");
+    }
+
+    #[test]
+    fn durations_take_a_unit_and_refuse_zero_and_overflow() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("36h"), Ok(Duration::from_secs(129_600)));
+        assert_eq!(parse_duration(" 14d "), Ok(Duration::from_secs(1_209_600)));
+        for bad in ["0d", "", "d", "1.5h", "-3d", "3w", "99999999999999999999d"] {
+            let error = parse_duration(bad).unwrap_err();
+            assert!(error.contains("s, m, h or d"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn the_file_takes_durations_as_text_or_seconds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("vigil.toml");
+        let resolve = |text: &str| {
+            std::fs::write(&file, format!("models = {:?}\n{text}", models_dir())).expect("write");
+            Config::resolve(
+                ServeArgs {
+                    config: Some(file.clone()),
+                    ..ServeArgs::default()
+                },
+                None,
+            )
+        };
+        let text = resolve("inference_log_ttl = \"2h\"\n").expect("valid");
+        assert_eq!(text.inference_log_ttl, Duration::from_secs(7_200));
+        let seconds = resolve("inference_log_ttl = 60\n").expect("valid");
+        assert_eq!(seconds.inference_log_ttl, Duration::from_secs(60));
+        let defaulted = resolve("").expect("valid");
+        assert_eq!(defaulted.inference_log_ttl, DEFAULT_INFERENCE_LOG_TTL);
+        let error = resolve("inference_log_ttl = \"2 weeks\"\n").unwrap_err();
+        assert!(error.to_string().contains("inference_log_ttl"), "{error}");
     }
 }

@@ -1,5 +1,6 @@
 //! The Grafana dashboard against a real Prometheus: a gateway in this process gets a shadow, a
-//! threshold, mixed v2/v1 traffic (with errors and outlier scores) and drift evaluations; the
+//! threshold, mixed v2/v1 traffic (with errors and outlier scores), ground-truth labels for the
+//! champion's rows (with a retraining command) and drift evaluations; the
 //! Debian `prometheus` binary scrapes it every second; then every query of
 //! `grafana/dashboards/vigil.json` (Grafana variables substituted) must return at least one series.
 //! Also checks that every metric the dashboard names is declared in `src/metrics.rs` and that the
@@ -321,6 +322,7 @@ struct Workload {
     model: &'static str,
     input: String,
     rows: Vec<Vec<f64>>,
+    classifier: bool,
 }
 
 async fn workloads(gateway: &TestGateway) -> Vec<Workload> {
@@ -340,7 +342,17 @@ async fn workloads(gateway: &TestGateway) -> Vec<Workload> {
             .map(|row| row.iter().map(|v| v * 3.0 + 1.0).collect())
             .collect();
         rows.extend(shifted);
-        out.push(Workload { model, input, rows });
+        let (status, report) = gateway
+            .admin(Method::GET, &format!("/admin/models/{model}"), None)
+            .await;
+        assert_eq!(status, StatusCode::OK, "{report}");
+        let classifier = report["versions"][0]["task"] == "classification";
+        out.push(Workload {
+            model,
+            input,
+            rows,
+            classifier,
+        });
     }
     out
 }
@@ -356,8 +368,9 @@ async fn post(gateway: &TestGateway, path: &str, body: &Value) -> StatusCode {
         .status()
 }
 
-/// One round of traffic: per model, v2 champion (half asking for outlier scores), v2 on version 1
-/// (direct), v1 champion, plus three kinds of 4xx. Returns the number of requests sent.
+/// One round of traffic: per model, v2 champion (half asking for outlier scores) followed by a
+/// label for each of its rows, v2 on version 1 (direct), v1 champion, plus three kinds of 4xx.
+/// Returns the number of requests sent.
 async fn traffic(gateway: &TestGateway, workloads: &[Workload], round: usize) -> usize {
     let mut sent = 0;
     for work in workloads {
@@ -375,6 +388,8 @@ async fn traffic(gateway: &TestGateway, workloads: &[Workload], round: usize) ->
             body["parameters"] = json!({"outlier_score": true});
         }
         let model = work.model;
+        let id = format!("round{round}-{model}");
+        body["id"] = json!(id);
         let cases = [
             (format!("/v2/models/{model}/infer"), body.clone()),
             (
@@ -391,6 +406,25 @@ async fn traffic(gateway: &TestGateway, workloads: &[Workload], round: usize) ->
             assert_eq!(status, StatusCode::OK, "POST {path}");
             sent += 1;
         }
+        // Ground truth for the champion's rows: some right, some wrong.
+        let items: Vec<Value> = (0..batch.len())
+            .map(|row| {
+                if work.classifier {
+                    json!({"id": id, "row": row, "label": (round + row) % 2})
+                } else {
+                    json!({"id": id, "row": row, "value": 100.0 + 10.0 * row as f64})
+                }
+            })
+            .collect();
+        let (status, answer) = gateway
+            .admin(
+                Method::POST,
+                &format!("/v1/models/{model}/feedback"),
+                Some(json!({"items": items})),
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{answer}");
+        assert_eq!(answer["counts"]["accepted"], batch.len(), "{answer}");
     }
     // Errors: a malformed body, an unknown version, a wrong input shape.
     let iris = &workloads[0];
@@ -463,6 +497,13 @@ async fn every_dashboard_query_returns_series_from_a_real_prometheus() {
         )
         .await;
     }
+    admin_ok(
+        &gateway,
+        Method::PUT,
+        "/admin/models/iris/retrain",
+        Some(json!({"every_labels": 30, "command": ["sh", "-c", "cat > /dev/null"]})),
+    )
+    .await;
     let work = workloads(&gateway).await;
     let mut sent = 0;
     let mut round = 0;

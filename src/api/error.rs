@@ -118,7 +118,9 @@ impl ApiError {
                 FeedbackError::Store(StoreError::Database { .. }) | FeedbackError::Stopped => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
-                FeedbackError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+                FeedbackError::Store(_) | FeedbackError::Unanswered { .. } => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
                 FeedbackError::UnknownModel(_) => StatusCode::NOT_FOUND,
                 FeedbackError::InvalidSettings(_) => StatusCode::BAD_REQUEST,
             },

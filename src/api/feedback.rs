@@ -9,7 +9,7 @@ use super::revision::{deployment_response, expected_revision};
 use super::v2_types::{json_error, parse_json};
 use super::{ApiError, AppState, body};
 use crate::feedback::{
-    Feedback, GivenLabel, ItemError, ItemStatus, LabelItem, MAX_ITEMS, ModelQuality,
+    Feedback, FeedbackError, GivenLabel, ItemError, ItemStatus, LabelItem, MAX_ITEMS, ModelQuality,
 };
 use crate::store::feedback::RetrainSettings;
 use crate::store::{PromotionMode, PromotionSettings};
@@ -140,12 +140,15 @@ pub async fn submit(
     let Some(items) = value.get("items") else {
         let item = parse_json::<ItemBody>(&bytes)?.into_item()?;
         let (id, row) = (item.id.clone(), item.row);
-        let result = feedback
-            .submit(model, vec![item])
-            .await?
-            .pop()
-            .unwrap_or(Ok(ItemStatus::Duplicate));
-        let status = result.map_err(ApiError::Item)?;
+        let results = feedback.submit(model, vec![item]).await?;
+        let status = results
+            .into_iter()
+            .next()
+            .ok_or(FeedbackError::Unanswered {
+                sent: 1,
+                answered: 0,
+            })?
+            .map_err(ApiError::Item)?;
         return Ok(Json(ItemAnswer {
             id: Some(&id),
             row: Some(row),
@@ -200,16 +203,16 @@ pub async fn submit(
         .map(|(index, (decoded, raw))| {
             let (id, row) = (raw.get("id").and_then(Value::as_str), raw.get("row"));
             let row = row.map_or(Some(0), |r| r.as_u64().and_then(|r| u32::try_from(r).ok()));
-            let result: Result<ItemStatus, String> =
-                match decoded {
-                    Err(message) => Err(message.clone()),
-                    Ok(_) => stored.next().unwrap_or(Ok(ItemStatus::Duplicate)).map_err(
-                        |e: ItemError| match e {
-                            ItemError::Invalid { .. } => format!("items[{index}].{e}"),
-                            other => other.to_string(),
-                        },
-                    ),
-                };
+            let result: Result<ItemStatus, String> = match decoded {
+                Err(message) => Err(message.clone()),
+                Ok(_) => match stored.next() {
+                    Some(result) => result.map_err(|e: ItemError| match e {
+                        ItemError::Invalid { .. } => format!("items[{index}].{e}"),
+                        other => other.to_string(),
+                    }),
+                    None => Err("the feedback intake did not answer this item".to_string()),
+                },
+            };
             match result {
                 Ok(status) => {
                     match status {

@@ -233,6 +233,16 @@ impl InferenceLog {
         }
     }
 
+    /// Publishes a model's drop and repeat counters at zero, so that dashboards and alerts see
+    /// the series before the first drop.
+    pub fn watch(&self, model: &str) {
+        let model: Arc<str> = Arc::from(model);
+        self.count_dropped(&model, 0);
+        self.metrics
+            .counter(metrics::INFERENCE_LOG_REPEATED, &[("model", &model)])
+            .increment(0);
+    }
+
     fn count_dropped(&self, model: &Arc<str>, records: u64) {
         self.dropped
             .entry(Arc::clone(model))

@@ -46,6 +46,14 @@ pub enum FeedbackError {
     /// Bad retraining settings.
     #[error("{0}")]
     InvalidSettings(String),
+    /// The intake answered a different number of items than it was sent.
+    #[error("the feedback intake answered {answered} of {sent} items")]
+    Unanswered {
+        /// Items sent.
+        sent: usize,
+        /// Results received.
+        answered: usize,
+    },
 }
 
 /// The feedback loop's settings.
@@ -168,6 +176,7 @@ impl Feedback {
     /// the model's labels under the new rule.
     pub async fn deployment_changed(&self, facts: DeploymentFacts) -> Result<(), FeedbackError> {
         let model = facts.model.clone();
+        self.log.watch(&model);
         let rule_changed = self
             .with_model(&model, |m| m.update(facts))
             .unwrap_or(false);
@@ -388,6 +397,7 @@ impl Feedback {
             .and_then(|s| s.clone())
             .ok_or(FeedbackError::Stopped)?;
         let (reply, answer) = oneshot::channel();
+        let sent = items.len();
         sender
             .send(intake::Submission {
                 model: model.to_string(),
@@ -396,7 +406,14 @@ impl Feedback {
             })
             .await
             .map_err(|_| FeedbackError::Stopped)?;
-        Ok(answer.await.map_err(|_| FeedbackError::Stopped)??)
+        let results = answer.await.map_err(|_| FeedbackError::Stopped)??;
+        if results.len() != sent {
+            return Err(FeedbackError::Unanswered {
+                sent,
+                answered: results.len(),
+            });
+        }
+        Ok(results)
     }
 
     /// The live quality of `model`'s versions and the evidence of its shadows.
