@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Load harness for vigil with wrk, over loopback. Three sections, run in this order:
+# Load harness for vigil with wrk, over loopback. Five sections, run in this order:
 #
 # baseline  vigil against a bare hyper server (benches/bare_hyper.rs). For each concurrency
 #           (1, 8, 64) it warms up, then runs wrk for $DURATION against
@@ -18,10 +18,19 @@
 #           benches/swap_latency.py (Python standard library) on a fresh gateway, swapping the
 #           champion between two versions $SWAPS times while one keep-alive client sends
 #           unversioned single-row requests in a tight loop.
+# monitoring champion throughput with request-path monitoring on vs off (--monitoring false).
+# feedback  the inference log and the feedback API: alternating gateways with the log off
+#           (--inference-log false), on, on with a client-chosen X-Request-Id per request, and on
+#           with feedback posted for 10% of the requests (every 11th wrk request labels the
+#           inference sent 64 requests earlier on the same wrk thread); then the latency of
+#           1,000-item feedback batches (benches/feedback_batch.py) on an idle gateway and while
+#           wrk loads it at c=8.
 #
 # Environment:
-#   SECTIONS            sections to run                     [default: "baseline shadow swap monitoring"]
+#   SECTIONS            sections to run         [default: "baseline shadow swap monitoring feedback"]
 #   MONITORING_ROUNDS   monitoring: on/off pairs to run                  [default: 2]
+#   FEEDBACK_ROUNDS     feedback: rounds of the four gateways            [default: 2]
+#   FEEDBACK_BATCHES    feedback: 1,000-item batches timed per case      [default: 200]
 #   DURATION            measured run per server/case and concurrency     [default: 10s]
 #   WARMUP              warm-up run before each measured run             [default: 2s]
 #   CONCURRENCY         baseline: space-separated connection counts      [default: "1 8 64"]
@@ -47,8 +56,10 @@
 
 set -euo pipefail
 
-SECTIONS="${SECTIONS:-baseline shadow swap monitoring}"
+SECTIONS="${SECTIONS:-baseline shadow swap monitoring feedback}"
 MONITORING_ROUNDS="${MONITORING_ROUNDS:-2}"
+FEEDBACK_ROUNDS="${FEEDBACK_ROUNDS:-2}"
+FEEDBACK_BATCHES="${FEEDBACK_BATCHES:-200}"
 DURATION="${DURATION:-10s}"
 WARMUP="${WARMUP:-2s}"
 CONCURRENCY="${CONCURRENCY:-1 8 64}"
@@ -78,13 +89,15 @@ die() {
 
 for section in $SECTIONS; do
     case "$section" in
-    baseline | shadow | swap | monitoring) ;;
-    *) die "unknown section '$section' in SECTIONS (expected baseline, shadow, swap and/or monitoring)" ;;
+    baseline | shadow | swap | monitoring | feedback) ;;
+    *) die "unknown section '$section' in SECTIONS (expected baseline, shadow, swap, monitoring and/or feedback)" ;;
     esac
 done
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 [[ "$SHADOW_ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "SHADOW_ROUNDS must be a positive integer"
 [[ "$SWAPS" =~ ^[1-9][0-9]*$ ]] || die "SWAPS must be a positive integer"
+[[ "$FEEDBACK_ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "FEEDBACK_ROUNDS must be a positive integer"
+[[ "$FEEDBACK_BATCHES" =~ ^[1-9][0-9]*$ ]] || die "FEEDBACK_BATCHES must be a positive integer"
 
 if ! command -v wrk >/dev/null 2>&1; then
     echo "load.sh: wrk is not installed. On Debian/Ubuntu: apt-get install -y wrk" >&2
@@ -99,8 +112,8 @@ if [[ -x "$ROOT/.venv/bin/python" ]]; then
 elif command -v python3 >/dev/null 2>&1; then
     PYTHON="$(command -v python3)"
 fi
-if want shadow || want swap; then
-    [[ -n "$PYTHON" ]] || die "the shadow and swap sections need python3 (or ./.venv/bin/python)"
+if want shadow || want swap || want feedback; then
+    [[ -n "$PYTHON" ]] || die "the shadow, swap and feedback sections need python3 (or ./.venv/bin/python)"
 fi
 
 BODY='{"inputs":[{"name":"float_input","shape":[1,4],"datatype":"FP32","data":[[5.1,3.5,1.4,0.2]]}]}'
@@ -195,12 +208,15 @@ to_us() {
     }'
 }
 
-# run_wrk LABEL URL CONNECTIONS DURATION → sets RPS, P50_US, P99_US; fails on errors.
+# run_wrk LABEL URL CONNECTIONS DURATION [SCRIPT [ARG]] → sets RPS, P50_US, P99_US; fails on
+# errors. SCRIPT defaults to the static single-row POST; ARG is passed to the script's init().
 run_wrk() {
-    local label=$1 url=$2 connections=$3 duration=$4
+    local label=$1 url=$2 connections=$3 duration=$4 script=${5:-$WORK/post.lua}
     local threads=$((connections < MAX_THREADS ? connections : MAX_THREADS))
     local out="$WORK/wrk-$label-c$connections.txt"
-    if ! wrk -t "$threads" -c "$connections" -d "$duration" --latency -s "$WORK/post.lua" "$url" >"$out" 2>&1; then
+    local extra=()
+    [[ -n "${6:-}" ]] && extra=(-- "$6")
+    if ! wrk -t "$threads" -c "$connections" -d "$duration" --latency -s "$script" "$url" "${extra[@]}" >"$out" 2>&1; then
         echo "load.sh: wrk failed against $label (c=$connections):" >&2
         cat "$out" >&2
         exit 1
@@ -615,6 +631,119 @@ section_monitoring() {
     echo
 }
 
+# ---------------------------------------------------------------------------------------------
+# feedback: the inference log's cost and the feedback API under load.
+
+# feedback_script EVERY: writes a wrk script that sends the single-row inference to the champion
+# route with X-Request-Id "<run>-<thread>-<n>" and, when EVERY > 0, makes every (EVERY+1)-th
+# request a feedback POST labelling the inference sent 64 inferences earlier on the same thread
+# (more than the connections per thread, so that inference has been answered). wrk calls
+# request() once on its first thread to check the script without sending it, so each thread's
+# first id is never labelled. Prints its path.
+feedback_script() {
+    local every=$1 out="$WORK/feedback-$1.lua"
+    cat >"$out" <<EOF
+local every, lag = $every, 64
+local body = '$BODY'
+local infer_headers = { ["Content-Type"] = "application/json" }
+local feedback_headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer $ADMIN_TOKEN" }
+local threads = 0
+local run, sent, inferred = "run", 0, 0
+function setup(thread)
+    threads = threads + 1
+    thread:set("thread_number", threads)
+end
+function init(args)
+    run = (args[1] or "run") .. "-" .. thread_number
+end
+function request()
+    sent = sent + 1
+    if every > 0 and sent % (every + 1) == 0 and inferred > lag + 1 then
+        local id = run .. "-" .. (inferred - lag)
+        return wrk.format("POST", "/v1/models/iris/feedback", feedback_headers,
+            '{"id":"' .. id .. '","label":0}')
+    end
+    inferred = inferred + 1
+    infer_headers["X-Request-Id"] = run .. "-" .. inferred
+    return wrk.format("POST", "$CHAMPION_PATH", infer_headers, body)
+end
+EOF
+    echo "$out"
+}
+
+section_feedback() {
+    local c round mode
+    local -A RPS_SUM P99_SUM
+    local ids_script feedback_lua
+    ids_script="$(feedback_script 0)"
+    feedback_lua="$(feedback_script 10)"
+    for round in $(seq 1 "$FEEDBACK_ROUNDS"); do
+        for mode in off on ids feedback; do
+            local flags=() script="$WORK/post.lua"
+            [[ "$mode" == off ]] && flags=(--inference-log false)
+            [[ "$mode" == ids ]] && script="$ids_script"
+            [[ "$mode" == feedback ]] && script="$feedback_lua"
+            start_admin_gateway "gateway-feedback-$mode-$round" "${flags[@]}"
+            local url="$ADMIN_BASE$CHAMPION_PATH"
+            for c in 64 8; do
+                run_wrk "feedback-$mode-warmup" "$url" "$c" "$WARMUP" "$script" "w$round$mode$c"
+                run_wrk "feedback-$mode" "$url" "$c" "$DURATION" "$script" "m$round$mode$c"
+                # With feedback, 1 request in 11 is a label: count inferences only.
+                if [[ "$mode" == feedback ]]; then
+                    RPS="$(awk -v r="$RPS" 'BEGIN { printf "%.0f", r * 10 / 11 }')"
+                fi
+                echo "   round $round, $mode, c=$c: $RPS inferences/s, p50 ${P50_US} µs, p99 ${P99_US} µs"
+                RPS_SUM[$mode-$c]=$(awk -v a="${RPS_SUM[$mode-$c]:-0}" -v b="$RPS" 'BEGIN { print a + b }')
+                P99_SUM[$mode-$c]=$(awk -v a="${P99_SUM[$mode-$c]:-0}" -v b="$P99_US" 'BEGIN { print a + b }')
+            done
+            if [[ "$mode" == feedback ]]; then
+                admin GET /admin/models/iris/quality "$WORK/quality.json"
+                echo "   labels scored for the champion: $(json "$WORK/quality.json" \
+                    "[v['labelled'] for v in d['versions'] if v['role'] == 'champion'][0]")"
+            fi
+            log_problems "gateway-feedback-$mode-$round"
+            stop_server "$ADMIN_PID"
+            ADMIN_PID=""
+        done
+    done
+    echo
+    echo "POST $CHAMPION_PATH, single-row body, means over $FEEDBACK_ROUNDS rounds of $DURATION;"
+    echo "ids = a client X-Request-Id per request (wrk's Lua request(), as in feedback);"
+    echo "fb = ids + a label for 10% of the inferences (inferences/s shown)"
+    printf '%5s | %9s | %9s | %9s | %9s | %7s | %7s | %7s | %8s\n' conc 'off r/s' 'on r/s' \
+        'ids r/s' 'fb r/s' 'on/off' 'fb/off' 'fb/ids' 'fb p99'
+    for c in 64 8; do
+        awk -v c="$c" -v off="${RPS_SUM[off-$c]}" -v on="${RPS_SUM[on-$c]}" -v ids="${RPS_SUM[ids-$c]}" \
+            -v fb="${RPS_SUM[feedback-$c]}" -v p99="${P99_SUM[feedback-$c]}" -v n="$FEEDBACK_ROUNDS" 'BEGIN {
+            printf "%5d | %9.0f | %9.0f | %9.0f | %9.0f | %7.2f | %7.2f | %7.2f | %8.1f\n",
+                c, off / n, on / n, ids / n, fb / n, on / off, fb / off, fb / ids, p99 / n
+        }'
+    done
+    awk -v on="${RPS_SUM[on-64]}" -v off="${RPS_SUM[off-64]}" 'BEGIN {
+        r = (off > 0 ? on / off : 0)
+        printf "%s: throughput with the inference log on is %.2f of off at c=64 (target >= 0.90)\n",
+            (r >= 0.90 ? "PASS" : "FAIL"), r
+    }'
+    echo
+
+    echo "== feedback batches: $FEEDBACK_BATCHES of 1,000 items, idle gateway, then under wrk c=8"
+    start_admin_gateway gateway-feedback-batches
+    "$PYTHON" benches/feedback_batch.py --port "$ADMIN_PORT" --token "$ADMIN_TOKEN" \
+        --batches "$FEEDBACK_BATCHES" --prefix idle | sed 's/^/   idle: /'
+    wrk -t 2 -c 8 -d 600s -s "$WORK/post.lua" "$ADMIN_BASE$CHAMPION_PATH" \
+        >"$WORK/wrk-feedback-batches-load.txt" 2>&1 &
+    local load_pid=$!
+    sleep 1
+    "$PYTHON" benches/feedback_batch.py --port "$ADMIN_PORT" --token "$ADMIN_TOKEN" \
+        --batches "$FEEDBACK_BATCHES" --prefix loaded | sed 's/^/   under load: /'
+    kill "$load_pid" 2>/dev/null || true
+    wait "$load_pid" 2>/dev/null || true
+    log_problems gateway-feedback-batches
+    stop_server "$ADMIN_PID"
+    ADMIN_PID=""
+    echo
+}
+
 if want baseline; then
     busy_note
     section_baseline
@@ -630,5 +759,9 @@ fi
 if want monitoring; then
     busy_note
     section_monitoring
+fi
+if want feedback; then
+    busy_note
+    section_feedback
 fi
 echo "== done: $SECTIONS"

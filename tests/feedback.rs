@@ -537,3 +537,50 @@ async fn every_logged_record_is_written_or_counted_as_dropped() {
     }
     TestGateway::stop_shared(gateway).await;
 }
+
+/// Labels racing the inference log's writer: clients that each infer and then label what they
+/// were answered, at once, with a shadow logging too. Both write to the store concurrently;
+/// every label must be accepted (none refused because the other writer held the database) and
+/// counted once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn labels_sent_while_the_log_writes_are_all_accepted() {
+    const CLIENTS: usize = 8;
+    const REQUESTS: usize = 60;
+    let state = tempfile::tempdir().expect("state dir");
+    let gateway = std::sync::Arc::new(TestGateway::start_in(config(state.path())).await);
+    let (status, answer) = gateway
+        .admin(
+            Method::PUT,
+            "/admin/models/iris/shadows/2",
+            Some(json!({"fraction": 1.0})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let mut clients = Vec::new();
+    for client in 0..CLIENTS {
+        let gateway = std::sync::Arc::clone(&gateway);
+        clients.push(tokio::spawn(async move {
+            let rows = spread_rows(100 + client as u64, REQUESTS);
+            for (n, row) in rows.iter().enumerate() {
+                let id = format!("race-{client}-{n}");
+                let labels = iris(&gateway, &id, std::slice::from_ref(row)).await;
+                let item = json!({"id": id, "label": labels[0]});
+                let (status, answer) = feedback(&gateway, "iris", Some(FEEDBACK), &item).await;
+                assert_eq!(status, StatusCode::OK, "{id}: {answer}");
+                assert_eq!(answer["status"], "accepted", "{id}: {answer}");
+            }
+        }));
+    }
+    for client in clients {
+        client.await.expect("client finished");
+    }
+    let quality = quality(&gateway, "iris").await;
+    let champion = quality["versions"]
+        .as_array()
+        .expect("versions")
+        .iter()
+        .find(|v| v["role"] == "champion")
+        .expect("the champion's quality");
+    assert_eq!(champion["all"]["labelled"], CLIENTS * REQUESTS, "{quality}");
+    assert_eq!(champion["all"]["accuracy"]["value"], 1.0, "{quality}");
+}

@@ -1,6 +1,7 @@
-//! Taking ground truth in: one label item checked against the version that answered its row,
-//! and the intake worker that stores labels with group commit (every label waiting when a
-//! transaction starts goes into it), then scores them and answers each submission.
+//! Taking ground truth in: one label item checked against the version that answered its row;
+//! each submission looks up its logged rows itself (waiting, bounded, for rows still in the
+//! log's queue), then the intake worker stores labels with group commit (every label waiting
+//! when a transaction starts goes into it), scores them and answers each submission.
 
 use super::Feedback;
 use super::scoring::VersionFacts;
@@ -183,8 +184,22 @@ pub struct Submission {
     pub model: String,
     /// Its items.
     pub items: Vec<LabelItem>,
+    /// The logged row of each item (`None`: not logged).
+    pub rows: Vec<Option<LoggedRow>>,
     /// Where the results go (one per item, in order), or the store's failure.
     pub reply: oneshot::Sender<Result<Vec<ItemResult>, crate::store::StoreError>>,
+}
+
+/// The keys of `items` of `model`.
+pub fn keys_of(model: &str, items: &[LabelItem]) -> Vec<RowKey> {
+    items
+        .iter()
+        .map(|item| RowKey {
+            model: model.to_string(),
+            request_id: item.id.clone(),
+            row: item.row,
+        })
+        .collect()
 }
 
 /// Runs the intake until every sender is gone.
@@ -208,9 +223,12 @@ pub(super) async fn run(feedback: Arc<Feedback>, mut submissions: mpsc::Receiver
     }
 }
 
-/// The logged rows of `keys`, waiting (bounded) for rows still in the log's queue and for the
-/// shadows' predictions still being computed.
-async fn logged_rows(
+/// The logged rows of `keys`. A row not found is looked up once more after everything queued
+/// in the log has been written (a request's record is queued before it is answered, so that
+/// finds every answered row); a row whose shadows' predictions are still being computed is
+/// waited for, up to [`WAIT_FOR_LOG`]. Runs in the submitting request's task: one slow or
+/// unknown row never holds up other submissions.
+pub async fn logged_rows(
     feedback: &Feedback,
     keys: &[RowKey],
 ) -> Result<Vec<Option<LoggedRow>>, crate::store::StoreError> {
@@ -236,16 +254,15 @@ async fn logged_rows(
                 rows[index] = row;
             }
         }
-        if !flushed {
+        let shadows_running = rows
+            .iter()
+            .any(|r| r.as_ref().is_some_and(|r| !r.is_complete()));
+        if !flushed || !shadows_running {
+            // Rows still missing after a flush were never answered (or have expired).
             break;
         }
-        if rows
-            .iter()
-            .any(|r| r.as_ref().is_some_and(|r| !r.is_complete()))
-        {
-            // Shadows still running: give them a moment before the next look.
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // Shadows still running: give them a moment before the next look.
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(rows)
 }
@@ -257,18 +274,9 @@ async fn store_group(
 ) -> Vec<Result<Vec<ItemResult>, crate::store::StoreError>> {
     let keys: Vec<RowKey> = group
         .iter()
-        .flat_map(|s| {
-            s.items.iter().map(|item| RowKey {
-                model: s.model.clone(),
-                request_id: item.id.clone(),
-                row: item.row,
-            })
-        })
+        .flat_map(|s| keys_of(&s.model, &s.items))
         .collect();
-    let rows = match logged_rows(feedback, &keys).await {
-        Ok(rows) => rows,
-        Err(error) => return group.iter().map(|_| Err(error.clone())).collect(),
-    };
+    let rows = group.iter().flat_map(|s| s.rows.iter().cloned());
     let time_ms = now_ms();
     let mut results: Vec<Option<ItemResult>> = vec![None; keys.len()];
     let mut writes = Vec::new();
@@ -352,10 +360,11 @@ async fn store_group(
     group
         .iter()
         .map(|submission| {
+            // Every item has its result: an error from the checks above or the store's outcome.
             let mine: Vec<ItemResult> = results
                 .by_ref()
                 .take(submission.items.len())
-                .map(|r| r.unwrap_or(Ok(ItemStatus::Duplicate)))
+                .flatten()
                 .collect();
             for result in &mine {
                 let status = match result {

@@ -396,12 +396,14 @@ impl Feedback {
             .ok()
             .and_then(|s| s.clone())
             .ok_or(FeedbackError::Stopped)?;
+        let rows = intake::logged_rows(self, &intake::keys_of(model, &items)).await?;
         let (reply, answer) = oneshot::channel();
         let sent = items.len();
         sender
             .send(intake::Submission {
                 model: model.to_string(),
                 items,
+                rows,
                 reply,
             })
             .await
