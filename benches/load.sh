@@ -588,6 +588,16 @@ section_swap() {
     echo
 }
 
+# verdict WHAT ON OFF: whether throughput with WHAT (summed req/s ON) is at least 0.90 of
+# without it (OFF) at c=64 (informational).
+verdict() {
+    awk -v what="$1" -v on="$2" -v off="$3" 'BEGIN {
+        r = (off > 0 ? on / off : 0)
+        printf "%s: throughput with %s is %.2f of off at c=64 (target >= 0.90)\n",
+            (r >= 0.90 ? "PASS" : "FAIL"), what, r
+    }'
+}
+
 # ---------------------------------------------------------------------------------------------
 # monitoring: champion throughput with request-path monitoring on (drift windows, outlier scores,
 # predictions by class) vs off (`--monitoring false`; request counters and latency histograms
@@ -623,11 +633,7 @@ section_monitoring() {
                 c, on / n, off / n, (off > 0 ? on / off : 0), p_on / n, p_off / n
         }'
     done
-    awk -v on="${RPS_SUM[on-64]}" -v off="${RPS_SUM[off-64]}" 'BEGIN {
-        r = (off > 0 ? on / off : 0)
-        printf "%s: throughput with monitoring on is %.2f of off at c=64 (target >= 0.90)\n",
-            (r >= 0.90 ? "PASS" : "FAIL"), r
-    }'
+    verdict "monitoring on" "${RPS_SUM[on-64]}" "${RPS_SUM[off-64]}"
     echo
 }
 
@@ -719,11 +725,7 @@ section_feedback() {
                 c, off / n, on / n, ids / n, fb / n, on / off, fb / off, fb / ids, p99 / n
         }'
     done
-    awk -v on="${RPS_SUM[on-64]}" -v off="${RPS_SUM[off-64]}" 'BEGIN {
-        r = (off > 0 ? on / off : 0)
-        printf "%s: throughput with the inference log on is %.2f of off at c=64 (target >= 0.90)\n",
-            (r >= 0.90 ? "PASS" : "FAIL"), r
-    }'
+    verdict "the inference log on" "${RPS_SUM[on-64]}" "${RPS_SUM[off-64]}"
     echo
 
     echo "== feedback batches: $FEEDBACK_BATCHES of 1,000 items, idle gateway, then under wrk c=8"

@@ -14,7 +14,6 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The admin routes (authentication is layered on by the caller).
@@ -53,16 +52,6 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/repository/models/{model}/unload", post(unload))
 }
 
-async fn json_body<T: DeserializeOwned>(
-    app: &AppState,
-    headers: &HeaderMap,
-    body: Body,
-) -> Result<T, ApiError> {
-    body::json_format(headers)?;
-    let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
-    parse_json(&bytes)
-}
-
 #[derive(Serialize)]
 struct ModelList {
     models: Vec<ModelReport>,
@@ -99,7 +88,7 @@ async fn promote(
     body: Body,
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers)?;
-    let request: ChampionRequest = json_body(&app, &headers, body).await?;
+    let request: ChampionRequest = body::json(&headers, body, app.max_body_bytes()).await?;
     let report = app
         .registry()
         .promote(&model, &request.version, expected)
@@ -120,7 +109,7 @@ async fn set_shadow(
     body: Body,
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers)?;
-    let request: ShadowRequest = json_body(&app, &headers, body).await?;
+    let request: ShadowRequest = body::json(&headers, body, app.max_body_bytes()).await?;
     let report = app
         .registry()
         .set_shadow(&model, &version, request.fraction, expected)
@@ -154,7 +143,7 @@ async fn set_threshold(
     body: Body,
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers)?;
-    let request: ThresholdRequest = json_body(&app, &headers, body).await?;
+    let request: ThresholdRequest = body::json(&headers, body, app.max_body_bytes()).await?;
     let report = app
         .registry()
         .set_threshold(&model, request.threshold, expected)
@@ -175,7 +164,7 @@ async fn set_policy(
     body: Body,
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers)?;
-    let request: PolicyRequest = json_body(&app, &headers, body).await?;
+    let request: PolicyRequest = body::json(&headers, body, app.max_body_bytes()).await?;
     let report = app
         .registry()
         .set_policy(&model, request.policy, expected)

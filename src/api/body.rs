@@ -189,3 +189,17 @@ impl Collected {
         self.more.map_or(self.first, BytesMut::freeze)
     }
 }
+
+/// A JSON body of at most `limit` bytes, decoded into `T` (the field at fault is named).
+///
+/// # Errors
+/// 415 for a content type that is not JSON, 413 over `limit`, 400 for JSON that does not fit.
+pub async fn json<T: serde::de::DeserializeOwned>(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<T, ApiError> {
+    json_format(headers)?;
+    let bytes = read_limited(headers, body, limit).await?;
+    super::v2_types::parse_json(&bytes)
+}

@@ -280,9 +280,7 @@ pub async fn set_promotion(
     body: Body,
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers)?;
-    body::json_format(&headers)?;
-    let bytes = body::read_limited(&headers, body, app.max_body_bytes()).await?;
-    let request: PromotionBody = parse_json(&bytes)?;
+    let request: PromotionBody = body::json(&headers, body, app.max_body_bytes()).await?;
     let current: PromotionSettings = app.registry().deployment(&model)?.promotion;
     let settings = PromotionSettings {
         mode: request.mode.unwrap_or(current.mode),
@@ -341,9 +339,7 @@ pub async fn set_retrain(
 ) -> Result<Response, ApiError> {
     app.registry().model(&model)?;
     let feedback = feedback_loop(&app)?;
-    body::json_format(&headers)?;
-    let bytes = body::read_limited(&headers, body, app.max_body_bytes()).await?;
-    let settings: RetrainSettings = parse_json(&bytes)?;
+    let settings: RetrainSettings = body::json(&headers, body, app.max_body_bytes()).await?;
     feedback
         .set_retrain_settings(&model, settings.clone())
         .await?;

@@ -133,38 +133,42 @@ pub fn truth_of(label: &GivenLabel, facts: &VersionFacts) -> Result<Truth, ItemE
             "label",
             "the version that answered is a regressor: send \"value\" with a number".into(),
         )),
-        (GivenLabel::Name(name), Task::Classification) => facts
-            .classes
-            .iter()
-            .position(|c| c == name)
-            .and_then(|i| u32::try_from(i).ok())
-            .map(Truth::Class)
-            .ok_or_else(|| {
-                invalid(
-                    "label",
-                    format!(
-                        "`{name}` is not a class of the version that answered; expected one of \
-                         [{}] or a class index",
-                        facts.classes.join(", ")
-                    ),
+        (GivenLabel::Name(name), Task::Classification) => {
+            class_truth(facts.classes.iter().position(|c| c == name), || {
+                format!(
+                    "`{name}` is not a class of the version that answered; expected one of [{}] \
+                     or a class index",
+                    facts.classes.join(", ")
                 )
-            }),
-        (GivenLabel::Index(index), Task::Classification) => usize::try_from(*index)
-            .ok()
-            .filter(|&i| i < facts.classes.len())
-            .and_then(|i| u32::try_from(i).ok())
-            .map(Truth::Class)
-            .ok_or_else(|| {
-                invalid(
-                    "label",
-                    format!(
-                        "class index {index} is out of range; the version that answered has {} \
-                         classes",
-                        facts.classes.len()
-                    ),
+            })
+        }
+        (GivenLabel::Index(index), Task::Classification) => class_truth(
+            usize::try_from(*index)
+                .ok()
+                .filter(|&i| i < facts.classes.len()),
+            || {
+                format!(
+                    "class index {index} is out of range; the version that answered has {} \
+                     classes",
+                    facts.classes.len()
                 )
-            }),
+            },
+        ),
     }
+}
+
+/// The class at `index`, or the `label` error `expected` describes.
+fn class_truth(
+    index: Option<usize>,
+    expected: impl FnOnce() -> String,
+) -> Result<Truth, ItemError> {
+    index
+        .and_then(|i| u32::try_from(i).ok())
+        .map(Truth::Class)
+        .ok_or_else(|| ItemError::Invalid {
+            field: "label".to_string(),
+            expected: expected(),
+        })
 }
 
 /// The label as text (a class name, or the value).
