@@ -21,8 +21,8 @@
 # monitoring champion throughput with request-path monitoring on vs off (--monitoring false).
 # feedback  the inference log and the feedback API: alternating gateways with the log off
 #           (--inference-log false), on, on with a client-chosen X-Request-Id per request, and on
-#           with feedback posted for 10% of the requests (every 11th wrk request labels the
-#           inference sent 64 requests earlier on the same wrk thread); then the latency of
+#           with feedback posted for 10% of the requests (every 11th wrk request labels an
+#           inference answered shortly before on the same wrk thread); then the latency of
 #           1,000-item feedback batches (benches/feedback_batch.py) on an idle gateway and while
 #           wrk loads it at c=8.
 #
@@ -641,20 +641,23 @@ section_monitoring() {
 # feedback: the inference log's cost and the feedback API under load.
 
 # feedback_script EVERY: writes a wrk script that sends the single-row inference to the champion
-# route with X-Request-Id "<run>-<thread>-<n>" and, when EVERY > 0, makes every (EVERY+1)-th
-# request a feedback POST labelling the inference sent 64 inferences earlier on the same thread
-# (more than the connections per thread, so that inference has been answered). wrk calls
-# request() once on its first thread to check the script without sending it, so each thread's
-# first id is never labelled. Prints its path.
+# route with X-Request-Id "<run>-<thread>-<n>" and notes every 10th id answered (from the
+# response's X-Request-Id); when EVERY > 0, every (EVERY+1)-th request is a feedback POST
+# labelling the oldest noted id not labelled yet. Labels thus follow their answers closely (most
+# rows are still in the log's queue) and never precede them: with a fixed lag instead, a request
+# held up on one connection can still be unanswered when its label is sent on another. The `ids`
+# case runs the same script with EVERY = 0, so both pay wrk's Lua per request and per response.
+# Prints its path.
 feedback_script() {
     local every=$1 out="$WORK/feedback-$1.lua"
     cat >"$out" <<EOF
-local every, lag = $every, 64
+local every = $every
 local body = '$BODY'
 local infer_headers = { ["Content-Type"] = "application/json" }
 local feedback_headers = { ["Content-Type"] = "application/json", ["Authorization"] = "Bearer $ADMIN_TOKEN" }
 local threads = 0
-local run, sent, inferred = "run", 0, 0
+local run, sent, inferred, answered = "run", 0, 0, 0
+local noted, first, last = {}, 1, 0
 function setup(thread)
     threads = threads + 1
     thread:set("thread_number", threads)
@@ -664,14 +667,26 @@ function init(args)
 end
 function request()
     sent = sent + 1
-    if every > 0 and sent % (every + 1) == 0 and inferred > lag + 1 then
-        local id = run .. "-" .. (inferred - lag)
+    if every > 0 and sent % (every + 1) == 0 and first <= last then
+        local id = noted[first]
+        noted[first] = nil
+        first = first + 1
         return wrk.format("POST", "/v1/models/iris/feedback", feedback_headers,
             '{"id":"' .. id .. '","label":0}')
     end
     inferred = inferred + 1
     infer_headers["X-Request-Id"] = run .. "-" .. inferred
     return wrk.format("POST", "$CHAMPION_PATH", infer_headers, body)
+end
+function response(status, headers, body)
+    local id = headers["x-request-id"]
+    if status == 200 and id then
+        answered = answered + 1
+        if answered % 10 == 0 then
+            last = last + 1
+            noted[last] = id
+        end
+    end
 end
 EOF
     echo "$out"
