@@ -29,7 +29,7 @@
 # Environment:
 #   SECTIONS            sections to run         [default: "baseline shadow swap monitoring feedback"]
 #   MONITORING_ROUNDS   monitoring: on/off pairs to run                  [default: 2]
-#   FEEDBACK_ROUNDS     feedback: rounds of the four gateways            [default: 2]
+#   FEEDBACK_ROUNDS     feedback: rounds over the four cases             [default: 2]
 #   FEEDBACK_BATCHES    feedback: 1,000-item batches timed per case      [default: 200]
 #   DURATION            measured run per server/case and concurrency     [default: 10s]
 #   WARMUP              warm-up run before each measured run             [default: 2s]
@@ -694,21 +694,26 @@ EOF
 
 section_feedback() {
     local c round mode
-    local -A RPS_SUM P99_SUM
-    local ids_script feedback_lua
-    ids_script="$(feedback_script 0)"
-    feedback_lua="$(feedback_script 10)"
+    local -A RPS_SUM P99_SUM BASE PID SCRIPT
+    local modes="off on ids feedback"
+    SCRIPT[off]="$WORK/post.lua" SCRIPT[on]="$WORK/post.lua"
+    SCRIPT[ids]="$(feedback_script 0)" SCRIPT[feedback]="$(feedback_script 10)"
+    # All four gateways run side by side (an idle one costs nothing) and the cases alternate run
+    # by run, so that drift in the machine's load hits them alike.
+    for mode in $modes; do
+        local flags=()
+        [[ "$mode" == off ]] && flags=(--inference-log false)
+        start_admin_gateway "gateway-feedback-$mode" "${flags[@]}"
+        BASE[$mode]="$ADMIN_BASE" PID[$mode]="$ADMIN_PID"
+        GATEWAY_PID="$GATEWAY_PID $ADMIN_PID"
+        ADMIN_PID=""
+    done
     for round in $(seq 1 "$FEEDBACK_ROUNDS"); do
-        for mode in off on ids feedback; do
-            local flags=() script="$WORK/post.lua"
-            [[ "$mode" == off ]] && flags=(--inference-log false)
-            [[ "$mode" == ids ]] && script="$ids_script"
-            [[ "$mode" == feedback ]] && script="$feedback_lua"
-            start_admin_gateway "gateway-feedback-$mode-$round" "${flags[@]}"
-            local url="$ADMIN_BASE$CHAMPION_PATH"
-            for c in 64 8; do
-                run_wrk "feedback-$mode-warmup" "$url" "$c" "$WARMUP" "$script" "w$round$mode$c"
-                run_wrk "feedback-$mode" "$url" "$c" "$DURATION" "$script" "m$round$mode$c"
+        for c in 64 8; do
+            for mode in $modes; do
+                local url="${BASE[$mode]}$CHAMPION_PATH"
+                run_wrk "feedback-$mode-warmup" "$url" "$c" "$WARMUP" "${SCRIPT[$mode]}" "w$round$mode$c"
+                run_wrk "feedback-$mode" "$url" "$c" "$DURATION" "${SCRIPT[$mode]}" "m$round$mode$c"
                 # With feedback, 1 request in 11 is a label: count inferences only.
                 if [[ "$mode" == feedback ]]; then
                     RPS="$(awk -v r="$RPS" 'BEGIN { printf "%.0f", r * 10 / 11 }')"
@@ -717,15 +722,15 @@ section_feedback() {
                 RPS_SUM[$mode-$c]=$(awk -v a="${RPS_SUM[$mode-$c]:-0}" -v b="$RPS" 'BEGIN { print a + b }')
                 P99_SUM[$mode-$c]=$(awk -v a="${P99_SUM[$mode-$c]:-0}" -v b="$P99_US" 'BEGIN { print a + b }')
             done
-            if [[ "$mode" == feedback ]]; then
-                admin GET /admin/models/iris/quality "$WORK/quality.json"
-                echo "   labels scored for the champion: $(json "$WORK/quality.json" \
-                    "[v['labelled'] for v in d['versions'] if v['role'] == 'champion'][0]")"
-            fi
-            log_problems "gateway-feedback-$mode-$round"
-            stop_server "$ADMIN_PID"
-            ADMIN_PID=""
         done
+    done
+    ADMIN_BASE="${BASE[feedback]}"
+    admin GET /admin/models/iris/quality "$WORK/quality.json"
+    echo "   labels scored for the champion: $(json "$WORK/quality.json" \
+        "[v['labelled'] for v in d['versions'] if v['role'] == 'champion'][0]")"
+    for mode in $modes; do
+        log_problems "gateway-feedback-$mode"
+        stop_server "${PID[$mode]}"
     done
     echo
     echo "POST $CHAMPION_PATH, single-row body, means over $FEEDBACK_ROUNDS rounds of $DURATION;"
