@@ -230,7 +230,7 @@ pub(super) async fn run(feedback: Arc<Feedback>, mut submissions: mpsc::Receiver
 /// The logged rows of `keys`. A row not found is looked up once more after everything queued
 /// in the log has been written (a request's record is queued before it is answered, so that
 /// finds every answered row); a row whose shadows' predictions are still being computed is
-/// waited for, up to [`WAIT_FOR_LOG`]. Runs in the submitting request's task: one slow or
+/// waited for, up to two seconds. Runs in the submitting request's task: one slow or
 /// unknown row never holds up other submissions.
 pub async fn logged_rows(
     feedback: &Feedback,
