@@ -87,6 +87,7 @@ fn infer_path(c: &mut Criterion) {
             ..Access::default()
         },
         None,
+        None,
     ));
 
     for (id, rows) in [("v2_json_iris_v1_1row", 1), ("v2_json_iris_v1_32rows", 32)] {

@@ -2,9 +2,11 @@
 //! variables and flags (flags win over env, both over the file, the file over defaults). The
 //! result is a validated [`Config`]; nothing else reads the environment.
 
+use crate::mlflow::{AliasRole, Credentials, MlflowSettings};
 use crate::store::DeployPolicy;
 use crate::store::feedback::RetrainSettings;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -161,6 +163,57 @@ pub struct ServeArgs {
     /// Default secret that signs retraining webhooks [default: none]
     #[arg(long, env = "VIGIL_RETRAIN_SECRET", hide_env_values = true)]
     pub retrain_secret: Option<String>,
+    /// MLflow tracking server whose Model Registry decides what is served (also read from
+    /// MLFLOW_TRACKING_URI; credentials from MLFLOW_TRACKING_TOKEN or
+    /// MLFLOW_TRACKING_USERNAME/PASSWORD) [default: none]
+    #[arg(long, env = "VIGIL_MLFLOW_URI")]
+    pub mlflow_uri: Option<String>,
+    /// Registered models to serve, comma-separated [default: every model tagged
+    /// vigil.serve = true]
+    #[arg(long, env = "VIGIL_MLFLOW_MODELS", value_delimiter = ',')]
+    pub mlflow_models: Option<Vec<String>>,
+    /// Aliases and the role of the version they name, comma-separated `alias=role` with role
+    /// champion, shadow or shadow:<fraction> [default: champion=champion,challenger=shadow]
+    #[arg(long, env = "VIGIL_MLFLOW_ALIASES", value_delimiter = ',')]
+    pub mlflow_aliases: Option<Vec<String>>,
+    /// Seconds between reads of the registry's aliases [default: 15]
+    #[arg(long, env = "VIGIL_MLFLOW_POLL_SECS")]
+    pub mlflow_poll_secs: Option<u64>,
+    /// Secret of the MLflow webhook that triggers an immediate sync at POST /hooks/mlflow;
+    /// without one that route answers 404 [default: none]
+    #[arg(long, env = "VIGIL_MLFLOW_WEBHOOK_SECRET", hide_env_values = true)]
+    pub mlflow_webhook_secret: Option<String>,
+}
+
+/// Variables of other tools' environments that vigil honours, read once by the binary.
+#[derive(Debug, Clone, Default)]
+pub struct Environment {
+    /// `ORT_DYLIB_PATH`: the ONNX Runtime library, when no `--ort-lib` is given.
+    pub ort_dylib_path: Option<PathBuf>,
+    /// `MLFLOW_TRACKING_URI`, when no `mlflow_uri` is given.
+    pub mlflow_tracking_uri: Option<String>,
+    /// `MLFLOW_TRACKING_TOKEN`: bearer token for the tracking server.
+    pub mlflow_tracking_token: Option<String>,
+    /// `MLFLOW_TRACKING_USERNAME`: basic-auth user.
+    pub mlflow_tracking_username: Option<String>,
+    /// `MLFLOW_TRACKING_PASSWORD`: basic-auth password.
+    pub mlflow_tracking_password: Option<String>,
+}
+
+impl Environment {
+    /// The tracking server credentials MLflow's clients would use: the token, else user and
+    /// password.
+    fn mlflow_credentials(&self) -> Option<Credentials> {
+        let nonempty = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+        nonempty(&self.mlflow_tracking_token)
+            .map(Credentials::Token)
+            .or_else(|| {
+                nonempty(&self.mlflow_tracking_username).map(|username| Credentials::Basic {
+                    username,
+                    password: self.mlflow_tracking_password.clone().unwrap_or_default(),
+                })
+            })
+    }
 }
 
 /// A duration: a number with a unit (`90s`, `15m`, `36h`, `14d`); a bare number is seconds.
@@ -250,6 +303,11 @@ struct FileConfig {
     retrain_command: Option<Vec<String>>,
     retrain_webhook: Option<String>,
     retrain_secret: Option<String>,
+    mlflow_uri: Option<String>,
+    mlflow_models: Option<Vec<String>>,
+    mlflow_aliases: Option<BTreeMap<String, String>>,
+    mlflow_poll_secs: Option<u64>,
+    mlflow_webhook_secret: Option<String>,
 }
 
 /// Validated settings of a gateway. `Debug` redacts the admin token.
@@ -311,6 +369,8 @@ pub struct Config {
     pub quality_window: usize,
     /// Retraining settings for models that have none of their own.
     pub retrain: Option<RetrainSettings>,
+    /// The MLflow Model Registry followed, when one is.
+    pub mlflow: Option<MlflowSettings>,
 }
 
 impl std::fmt::Debug for Config {
@@ -333,6 +393,7 @@ impl std::fmt::Debug for Config {
                 &self.feedback_token.as_ref().map(|_| "<redacted>"),
             )
             .field("inference_log", &self.inference_log)
+            .field("mlflow", &self.mlflow.as_ref().map(|m| &m.uri))
             .finish_non_exhaustive()
     }
 }
@@ -378,18 +439,17 @@ impl Config {
             feedback_token: None,
             quality_window: DEFAULT_QUALITY_WINDOW,
             retrain: None,
+            mlflow: None,
         }
     }
 
     /// Merges flags/env (`args`), the config file they name, and defaults, then validates.
-    /// `ort_dylib_path` is the value of `ORT_DYLIB_PATH`, used when no `--ort-lib` is given.
+    /// `environment` holds other tools' variables (`ORT_DYLIB_PATH`, `MLFLOW_TRACKING_*`),
+    /// used when vigil's own settings do not say.
     ///
     /// # Errors
     /// [`ConfigError`] listing every problem found.
-    pub fn resolve(
-        args: ServeArgs,
-        ort_dylib_path: Option<PathBuf>,
-    ) -> Result<Config, ConfigError> {
+    pub fn resolve(args: ServeArgs, environment: Environment) -> Result<Config, ConfigError> {
         let mut problems = Vec::new();
         let file = match &args.config {
             Some(path) => read_file(path).unwrap_or_else(|problem| {
@@ -399,11 +459,14 @@ impl Config {
             None => FileConfig::default(),
         };
         let defaults = Config::for_models(DEFAULT_MODELS);
-        let config = Config {
+        let mut config = Config {
             models: args.models.or(file.models).unwrap_or(defaults.models),
             addr: args.addr.or(file.addr).unwrap_or(defaults.addr),
             state: args.state.or(file.state).unwrap_or(defaults.state),
-            ort_lib: args.ort_lib.or(file.ort_lib).or(ort_dylib_path),
+            ort_lib: args
+                .ort_lib
+                .or(file.ort_lib)
+                .or(environment.ort_dylib_path.clone()),
             log_format: args.log_format.or(file.log_format).unwrap_or_default(),
             max_body_bytes: args
                 .max_body_bytes
@@ -502,7 +565,20 @@ impl Config {
                     webhook: args.retrain_webhook.or(file.retrain_webhook),
                     secret: args.retrain_secret.or(file.retrain_secret),
                 }),
+            mlflow: None,
         };
+        let given = MlflowGiven {
+            uri: args.mlflow_uri.or(file.mlflow_uri),
+            models: args.mlflow_models.or(file.mlflow_models),
+            alias_flags: args.mlflow_aliases,
+            alias_table: file.mlflow_aliases,
+            poll_secs: args.mlflow_poll_secs.or(file.mlflow_poll_secs),
+            webhook_secret: args.mlflow_webhook_secret.or(file.mlflow_webhook_secret),
+        };
+        match given.settle(&environment) {
+            Ok(mlflow) => config.mlflow = mlflow,
+            Err(problem) => problems.push(problem),
+        }
         problems.extend(config.problems());
         if problems.is_empty() {
             Ok(config)
@@ -570,7 +646,78 @@ impl Config {
                     .map(|p| format!("retrain_{p}")),
             );
         }
+        if let Some(mlflow) = &self.mlflow {
+            problems.extend(mlflow.problems());
+        }
         problems
+    }
+}
+
+/// The `mlflow_*` settings as given by flags, env and file, before they are checked.
+struct MlflowGiven {
+    uri: Option<String>,
+    models: Option<Vec<String>>,
+    alias_flags: Option<Vec<String>>,
+    alias_table: Option<BTreeMap<String, String>>,
+    poll_secs: Option<u64>,
+    webhook_secret: Option<String>,
+}
+
+impl MlflowGiven {
+    /// The registry settings, or `None` when no tracking URI is given (here or in
+    /// `MLFLOW_TRACKING_URI`).
+    fn settle(self, environment: &Environment) -> Result<Option<MlflowSettings>, String> {
+        let webhook_secret = self.webhook_secret.filter(|s| !s.is_empty());
+        let uri = self
+            .uri
+            .or(environment.mlflow_tracking_uri.clone())
+            .filter(|u| !u.is_empty());
+        let Some(uri) = uri else {
+            return match webhook_secret {
+                Some(_) => Err("mlflow_webhook_secret: set mlflow_uri (or MLFLOW_TRACKING_URI) too; webhooks only trigger a registry sync".into()),
+                None => Ok(None),
+            };
+        };
+        let pairs: Vec<(String, String)> = match (self.alias_flags, self.alias_table) {
+            (Some(flags), _) => flags
+                .iter()
+                .map(|pair| {
+                    pair.split_once('=')
+                        .map(|(alias, role)| (alias.trim().to_string(), role.to_string()))
+                        .ok_or_else(|| format!("mlflow_aliases: `{pair}`: expected alias=role"))
+                })
+                .collect::<Result<_, _>>()?,
+            (None, Some(table)) => table.into_iter().collect(),
+            (None, None) => Vec::new(),
+        };
+        let aliases = if pairs.is_empty() {
+            MlflowSettings::default_aliases()
+        } else {
+            pairs
+                .into_iter()
+                .map(|(alias, role)| {
+                    AliasRole::parse(&role)
+                        .map(|role| (alias, role))
+                        .map_err(|e| format!("mlflow_aliases: {e}"))
+                })
+                .collect::<Result<_, _>>()?
+        };
+        Ok(Some(MlflowSettings {
+            uri,
+            credentials: environment.mlflow_credentials(),
+            models: self
+                .models
+                .unwrap_or_default()
+                .into_iter()
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+                .collect(),
+            aliases,
+            poll: self
+                .poll_secs
+                .map_or(crate::mlflow::DEFAULT_POLL, Duration::from_secs),
+            webhook_secret,
+        }))
     }
 }
 
@@ -612,7 +759,14 @@ mod tests {
             max_batch_rows: Some(9),
             ..ServeArgs::default()
         };
-        let config = Config::resolve(args, Some(PathBuf::from("/lib/ort.so"))).expect("valid");
+        let config = Config::resolve(
+            args,
+            Environment {
+                ort_dylib_path: Some(PathBuf::from("/lib/ort.so")),
+                ..Environment::default()
+            },
+        )
+        .expect("valid");
         assert_eq!(config.max_batch_rows, 9);
         assert_eq!(config.max_body_bytes, 2048);
         assert_eq!(config.models, models_dir());
@@ -631,7 +785,7 @@ mod tests {
             sessions_per_version: Some(0),
             ..ServeArgs::default()
         };
-        let err = Config::resolve(args, None).unwrap_err();
+        let err = Config::resolve(args, Environment::default()).unwrap_err();
         let text = err.to_string();
         assert_eq!(err.0.len(), 3, "{text}");
         assert!(text.contains("max_rows"), "{text}");
@@ -663,7 +817,7 @@ mod tests {
                     config: Some(file.clone()),
                     ..ServeArgs::default()
                 },
-                None,
+                Environment::default(),
             )
         };
         let text = resolve("inference_log_ttl = \"2h\"\n").expect("valid");
@@ -674,5 +828,72 @@ mod tests {
         assert_eq!(defaulted.inference_log_ttl, DEFAULT_INFERENCE_LOG_TTL);
         let error = resolve("inference_log_ttl = \"2 weeks\"\n").unwrap_err();
         assert!(error.to_string().contains("inference_log_ttl"), "{error}");
+    }
+
+    #[test]
+    fn registry_settings_come_from_flags_file_and_mlflows_own_variables() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("vigil.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "models = {:?}\nmlflow_models = [\"fraud\"]\nmlflow_poll_secs = 5\n[mlflow_aliases]\nprod = \"champion\"\ncanary = \"shadow:0.1\"\n",
+                models_dir()
+            ),
+        )
+        .expect("write config");
+        let environment = Environment {
+            mlflow_tracking_uri: Some("http://mlflow.internal:5000".into()),
+            mlflow_tracking_username: Some("svc".into()),
+            mlflow_tracking_password: Some("pw".into()),
+            ..Environment::default()
+        };
+        let args = || ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        let config = Config::resolve(args(), environment.clone()).expect("valid");
+        let mlflow = config.mlflow.expect("registry followed");
+        assert_eq!(mlflow.uri, "http://mlflow.internal:5000");
+        assert_eq!(mlflow.models, ["fraud"]);
+        assert_eq!(mlflow.poll, Duration::from_secs(5));
+        assert_eq!(mlflow.aliases.get("prod"), Some(&AliasRole::Champion));
+        assert_eq!(mlflow.aliases.get("canary"), Some(&AliasRole::Shadow(0.1)));
+        assert_eq!(
+            mlflow.credentials,
+            Some(Credentials::Basic {
+                username: "svc".into(),
+                password: "pw".into()
+            })
+        );
+        let flagged = ServeArgs {
+            mlflow_uri: Some("https://registry.example".into()),
+            mlflow_aliases: Some(vec!["live=champion".into()]),
+            ..args()
+        };
+        let mlflow = Config::resolve(flagged, environment)
+            .expect("valid")
+            .mlflow
+            .expect("registry followed");
+        assert_eq!(mlflow.uri, "https://registry.example");
+        assert_eq!(mlflow.aliases.len(), 1);
+        let defaulted = Config::resolve(args(), Environment::default()).expect("valid");
+        assert!(defaulted.mlflow.is_none(), "no URI, no registry");
+        let secret_only = ServeArgs {
+            mlflow_webhook_secret: Some("s".into()),
+            ..args()
+        };
+        let error = Config::resolve(secret_only, Environment::default()).unwrap_err();
+        assert!(
+            error.to_string().contains("mlflow_webhook_secret"),
+            "{error}"
+        );
+        let bad_role = ServeArgs {
+            mlflow_uri: Some("http://127.0.0.1:5000".into()),
+            mlflow_aliases: Some(vec!["champion=leader".into()]),
+            ..args()
+        };
+        let error = Config::resolve(bad_role, Environment::default()).unwrap_err();
+        assert!(error.to_string().contains("mlflow_aliases"), "{error}");
     }
 }

@@ -20,7 +20,7 @@
 //! # Change path
 //!
 //! ```text
-//! admin API / start-up / deploy policy / rescan
+//! admin API / start-up / deploy policy / rescan / promotion / mlflow registry sync
 //!   └─▶ serving::commit: per-model lock + If-Match → prepare (load, warm, mirrors; blocking pool)
 //!         → plan (pure) → store::DeploymentStore::commit (audit entry, then state file)
 //!         → one ArcSwap store (infallible)
@@ -37,7 +37,9 @@
 //!   shadow comparison, the views of them.
 //! - [`feedback`]: ground truth by request id, live quality, promotion evidence, retraining.
 //! - [`metrics`]: every metric name, label and bucket; the Prometheus recorder.
-//! - [`store`]: durable deployments (one state file per model) and the audit log.
+//! - [`store`]: durable deployments (one state file per model), the audit log, the inference
+//!   log and feedback.
+//! - [`mlflow`]: the MLflow Model Registry followed: aliases decide champions and shadows.
 //! - [`api`]: HTTP routes, admin auth, revisions (`ETag`/`If-Match`), and the one mapping from
 //!   errors to status codes.
 //! - [`client`]: the admin API client behind `vigil admin`.
@@ -52,6 +54,7 @@ pub mod config;
 pub mod engine;
 pub mod feedback;
 pub mod metrics;
+pub mod mlflow;
 pub mod monitor;
 pub mod repository;
 pub mod serving;
@@ -63,6 +66,7 @@ use crate::config::Config;
 use crate::engine::{EngineError, Engines};
 use crate::feedback::log::LogSettings;
 use crate::feedback::{Candidate, Feedback, FeedbackSettings, InferenceLog};
+use crate::mlflow::RegistrySync;
 use crate::monitor::MonitorSettings;
 use crate::serving::{
     DeploymentDefaults, LoadContext, MirrorSettings, Registry, RegistrySettings, ServingError,
@@ -72,6 +76,9 @@ use crate::store::{DeploymentStore, FeedbackStore, SqliteFeedbackStore, StoreErr
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
+
+/// The directory under `--state` that holds what the registry sync downloads and remembers.
+const MLFLOW_DIR: &str = "mlflow";
 
 /// Why the gateway could not start (or stopped with an error).
 #[derive(Debug, thiserror::Error)]
@@ -155,6 +162,11 @@ pub async fn load(config: &Config, with_state: bool) -> Result<Loaded, StartupEr
         },
         log: feedback.as_ref().map(|(f, _)| Arc::clone(f.log())),
         feedback: feedback.as_ref().map(|(f, _)| Arc::clone(f)),
+        registry_versions: config
+            .mlflow
+            .as_ref()
+            .filter(|_| with_state)
+            .map(|_| RegistrySync::versions_dir(&config.state.join(MLFLOW_DIR))),
     };
     let models = config.models.clone();
     let loader = LoadContext {
@@ -252,6 +264,18 @@ pub async fn run(
         ),
         None => (None, None),
     };
+    let sync = match &config.mlflow {
+        Some(settings) => Some(Arc::new(
+            RegistrySync::new(
+                settings.clone(),
+                Arc::clone(&registry),
+                config.state.join(MLFLOW_DIR),
+            )
+            .map_err(|e| StartupError::Io(e.to_string()))?,
+        )),
+        None => None,
+    };
+    let syncing = sync.clone().map(|sync| tokio::spawn(sync.run()));
     let state = api::AppState::new(
         Arc::clone(&registry),
         api::Access {
@@ -260,6 +284,7 @@ pub async fn run(
             feedback_token: config.feedback_token.clone(),
         },
         feedback.clone(),
+        sync,
     );
     let evaluator = tokio::spawn(evaluate_periodically(registry, config.drift_interval));
     let app = api::router(state.clone());
@@ -293,6 +318,9 @@ pub async fn run(
     // (4) Background work stops: the evaluator and the promoter at once; the feedback intake
     // takes no more, and the inference log writes what it has queued.
     evaluator.abort();
+    if let Some(syncing) = syncing {
+        syncing.abort();
+    }
     if let Some(promoter) = promoter {
         promoter.abort();
     }

@@ -4,7 +4,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use vigil::client::{AdminClient, render_models, render_rescan, table};
-use vigil::config::{Config, LogFormat, ServeArgs};
+use vigil::config::{Config, Environment, LogFormat, ServeArgs};
 use vigil::engine::{EngineKind, Engines, Signature, TensorSpec};
 use vigil::serving::VersionStatus;
 
@@ -109,6 +109,18 @@ fn ort_dylib_path() -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
+/// The other tools' variables vigil honours (`ORT_DYLIB_PATH`, `MLFLOW_TRACKING_*`).
+fn environment() -> Environment {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    Environment {
+        ort_dylib_path: ort_dylib_path(),
+        mlflow_tracking_uri: var("MLFLOW_TRACKING_URI"),
+        mlflow_tracking_token: var("MLFLOW_TRACKING_TOKEN"),
+        mlflow_tracking_username: var("MLFLOW_TRACKING_USERNAME"),
+        mlflow_tracking_password: var("MLFLOW_TRACKING_PASSWORD"),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -143,7 +155,7 @@ fn main() -> ExitCode {
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let config = Config::resolve(args, ort_dylib_path())?;
+    let config = Config::resolve(args, environment())?;
     init_logs(config.log_format);
     let listener = tokio::net::TcpListener::bind(config.addr)
         .await

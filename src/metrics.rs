@@ -97,6 +97,10 @@ pub const PROMOTION_PAIRED_ROWS: &str = "vigil_promotion_paired_rows";
 pub const RETRAIN_EVENTS: &str = "vigil_retrain_events_total";
 /// Retraining event deliveries by model, channel (`command`, `webhook`) and outcome.
 pub const RETRAIN_DELIVERIES: &str = "vigil_retrain_deliveries_total";
+/// Failed registry syncs, by model and reason (`unreachable`, `missing_alias`, `download`, ...).
+pub const REGISTRY_SYNC_ERRORS: &str = "vigil_registry_sync_errors_total";
+/// When a model was last read from its registry and found served as it says, Unix seconds.
+pub const REGISTRY_LAST_SYNC: &str = "vigil_registry_last_sync_timestamp_seconds";
 
 /// Latency buckets: geometric ×1.5 from 25 µs to 10 s (33 bounds, each rounded to three
 /// significant digits so the `le` labels read cleanly), fine enough to tell 50 µs from 100 µs.

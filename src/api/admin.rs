@@ -4,10 +4,14 @@
 //! change to one model accepts `If-Match: "<revision>"` (412 with the current deployment when
 //! it is stale).
 
+use super::revision::etag;
 use super::revision::{deployment_response, expected_revision};
 use super::v2_types::parse_json;
 use super::{ApiError, AppState, body};
-use crate::serving::{DeployPolicy, ModelMonitoring, ModelReport, ScanOutcome, ServingError};
+use crate::mlflow::SyncView;
+use crate::serving::{
+    DeployPolicy, DeploymentState, ModelMonitoring, ModelReport, ScanOutcome, ServingError,
+};
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -15,6 +19,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// The admin routes (authentication is layered on by the caller).
 pub fn routes() -> Router<AppState> {
@@ -52,9 +57,32 @@ pub fn routes() -> Router<AppState> {
         .route("/v2/repository/models/{model}/unload", post(unload))
 }
 
+/// A model on the version board: its deployment and versions, and for a model that follows a
+/// registry, what the registry says and when it was last read.
+#[derive(Serialize)]
+struct BoardModel {
+    #[serde(flatten)]
+    report: ModelReport,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registry: Option<SyncView>,
+}
+
+fn board_model(app: &AppState, state: &DeploymentState) -> BoardModel {
+    BoardModel {
+        report: ModelReport::of(state),
+        registry: app
+            .registry_sync()
+            .and_then(|sync| sync.view(&state.model, Some(state))),
+    }
+}
+
 #[derive(Serialize)]
 struct ModelList {
-    models: Vec<ModelReport>,
+    models: Vec<BoardModel>,
+    /// Every model the registry sync follows, by name, served or not yet (a model whose first
+    /// sync failed is only here).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    registry: Option<BTreeMap<String, SyncView>>,
 }
 
 async fn list_models(State(app): State<AppState>) -> Json<ModelList> {
@@ -62,9 +90,18 @@ async fn list_models(State(app): State<AppState>) -> Json<ModelList> {
         .registry()
         .models()
         .iter()
-        .map(|m| ModelReport::of(&m.deployment()))
+        .map(|m| board_model(&app, &m.deployment()))
         .collect();
-    Json(ModelList { models })
+    let registry = app.registry_sync().map(|sync| {
+        sync.models()
+            .into_iter()
+            .filter_map(|name| {
+                let state = app.registry().deployment(&name).ok();
+                sync.view(&name, state.as_deref()).map(|view| (name, view))
+            })
+            .collect()
+    });
+    Json(ModelList { models, registry })
 }
 
 async fn show_model(
@@ -72,13 +109,58 @@ async fn show_model(
     Path(model): Path<String>,
 ) -> Result<Response, ApiError> {
     let state = app.registry().deployment(&model)?;
-    Ok(deployment_response(ModelReport::of(&state)))
+    let mut response = Json(board_model(&app, &state)).into_response();
+    response
+        .headers_mut()
+        .insert(header::ETAG, etag(state.revision));
+    Ok(response)
+}
+
+/// Refuses an operator's change to the deployment of a model that follows a model registry
+/// (its aliases decide), unless `force` is set: then the change is made and shown as drift from
+/// the registry until its aliases move.
+///
+/// # Errors
+/// [`ServingError::Conflict`] (409) saying to move the alias instead.
+pub fn check_registry(app: &AppState, model: &str, force: bool) -> Result<(), ApiError> {
+    if !app.registry().follows_registry(model) {
+        return Ok(());
+    }
+    if force {
+        tracing::warn!(%model, "forced change to a model that follows the registry: it drifts from the registry until its aliases move");
+        return Ok(());
+    }
+    Err(ServingError::Conflict(format!(
+        "model {model} follows the MLflow registry: move its alias there instead (or send \"force\": true to change it here until the aliases move)"
+    ))
+    .into())
+}
+
+/// The optional body of a change that takes nothing but `{"force": true}`.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ForceRequest {
+    #[serde(default)]
+    force: bool,
+}
+
+/// `force` from an optional JSON body (an empty body is `false`).
+async fn optional_force(app: &AppState, headers: &HeaderMap, body: Body) -> Result<bool, ApiError> {
+    body::json_format(headers)?;
+    let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(false);
+    }
+    let request: ForceRequest = parse_json(&bytes)?;
+    Ok(request.force)
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ChampionRequest {
     version: String,
+    #[serde(default)]
+    force: bool,
 }
 
 async fn promote(
@@ -89,6 +171,7 @@ async fn promote(
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers)?;
     let request: ChampionRequest = body::json(&headers, body, app.max_body_bytes()).await?;
+    check_registry(&app, &model, request.force)?;
     let report = app
         .registry()
         .promote(&model, &request.version, expected)
@@ -100,6 +183,8 @@ async fn promote(
 #[serde(deny_unknown_fields)]
 struct ShadowRequest {
     fraction: f64,
+    #[serde(default)]
+    force: bool,
 }
 
 async fn set_shadow(
@@ -110,6 +195,7 @@ async fn set_shadow(
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers)?;
     let request: ShadowRequest = body::json(&headers, body, app.max_body_bytes()).await?;
+    check_registry(&app, &model, request.force)?;
     let report = app
         .registry()
         .set_shadow(&model, &version, request.fraction, expected)
@@ -121,8 +207,10 @@ async fn remove_shadow(
     State(app): State<AppState>,
     Path((model, version)): Path<(String, String)>,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers)?;
+    check_registry(&app, &model, optional_force(&app, &headers, body).await?)?;
     let report = app
         .registry()
         .remove_shadow(&model, &version, expected)
@@ -176,8 +264,10 @@ async fn rollback(
     State(app): State<AppState>,
     Path(model): Path<String>,
     headers: HeaderMap,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers)?;
+    check_registry(&app, &model, optional_force(&app, &headers, body).await?)?;
     let report = app.registry().rollback(&model, expected).await?;
     Ok(deployment_response(report))
 }
@@ -230,20 +320,27 @@ struct RepositoryRequest {
 struct RepositoryParameters {
     #[serde(default)]
     version: Option<String>,
+    #[serde(default)]
+    force: bool,
 }
 
+/// The version named in the parameters, after the registry check (`parameters.force`).
 async fn repository_request(
     app: &AppState,
+    model: &str,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<Option<String>, ApiError> {
     body::json_format(headers)?;
     let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    let request: RepositoryRequest = parse_json(&bytes)?;
-    Ok(request.parameters.and_then(|p| p.version))
+    let parameters = if bytes.iter().all(u8::is_ascii_whitespace) {
+        RepositoryParameters::default()
+    } else {
+        let request: RepositoryRequest = parse_json(&bytes)?;
+        request.parameters.unwrap_or_default()
+    };
+    check_registry(app, model, parameters.force)?;
+    Ok(parameters.version)
 }
 
 async fn load(
@@ -253,7 +350,7 @@ async fn load(
     body: Body,
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers)?;
-    let version = repository_request(&app, &headers, body).await?;
+    let version = repository_request(&app, &model, &headers, body).await?;
     let report = app
         .registry()
         .load_model(&model, version.as_deref(), expected)
@@ -268,7 +365,7 @@ async fn unload(
     body: Body,
 ) -> Result<Response, ApiError> {
     let expected = expected_revision(&headers)?;
-    let version = repository_request(&app, &headers, body).await?;
+    let version = repository_request(&app, &model, &headers, body).await?;
     let report = app
         .registry()
         .unload_version(&model, version.as_deref(), expected)

@@ -2,6 +2,7 @@
 
 use super::revision::etag;
 use crate::feedback::{FeedbackError, ItemError};
+use crate::mlflow::DeliveryError;
 use crate::serving::{ModelReport, ServingError};
 use crate::store::StoreError;
 use axum::Json;
@@ -70,6 +71,9 @@ pub enum ApiError {
     /// The feedback API is not enabled, and why.
     #[error("{0}")]
     FeedbackDisabled(&'static str),
+    /// A webhook delivery that is not signed right, too old, or seen before.
+    #[error(transparent)]
+    Webhook(#[from] DeliveryError),
     /// More feedback items than one request may carry.
     #[error("items: {items} items exceed the limit of {max} per request")]
     TooManyItems {
@@ -131,6 +135,12 @@ impl ApiError {
             },
             ApiError::TooManyItems { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Webhook(error) => match error {
+                DeliveryError::Signature(_) => StatusCode::UNAUTHORIZED,
+                DeliveryError::Header { .. }
+                | DeliveryError::Stale(_)
+                | DeliveryError::Replayed(_) => StatusCode::BAD_REQUEST,
+            },
         }
     }
 }

@@ -270,9 +270,14 @@ struct PromotionBody {
     min_labels: Option<u64>,
     #[serde(default)]
     max_labels: Option<u64>,
+    /// Automatic promotion of a model that follows a registry, knowingly.
+    #[serde(default)]
+    force: bool,
 }
 
-/// `PUT /admin/models/{m}/promotion`: a deployment change (audited, with a revision).
+/// `PUT /admin/models/{m}/promotion`: a deployment change (audited, with a revision). Automatic
+/// promotion of a model that follows a model registry needs `"force": true`: it would change
+/// the champion the registry's aliases name.
 pub async fn set_promotion(
     State(app): State<AppState>,
     Path(model): Path<String>,
@@ -288,6 +293,9 @@ pub async fn set_promotion(
         min_labels: request.min_labels.unwrap_or(current.min_labels),
         max_labels: request.max_labels.unwrap_or(current.max_labels),
     };
+    if settings.mode == PromotionMode::Auto {
+        super::admin::check_registry(&app, &model, request.force)?;
+    }
     let report = app
         .registry()
         .set_promotion(&model, settings, expected)

@@ -25,6 +25,7 @@
 //! | `GET /admin/models/{m}/quality` | live quality per version, promotion evidence (admin) |
 //! | `PUT /admin/models/{m}/promotion` | promotion rule: mode, alpha, min/max labels (admin) |
 //! | `GET`/`PUT /admin/models/{m}/retrain` | retraining trigger settings (admin) |
+//! | `POST /hooks/mlflow` | signed MLflow webhook: sync with the registry now (404 without a secret) |
 //!
 //! Admin routes require `Authorization: Bearer <token>` (`auth.rs`); with no token configured
 //! they answer 403. Handlers are thin: decode, call `serving`, encode. Errors become responses in
@@ -37,6 +38,7 @@ mod body;
 mod error;
 mod feedback;
 mod health;
+mod hooks;
 mod observe;
 mod request_id;
 mod revision;
@@ -46,6 +48,7 @@ pub mod v2_types;
 
 pub use self::error::ApiError;
 use crate::feedback::Feedback;
+use crate::mlflow::RegistrySync;
 use crate::monitor::Protocol;
 use crate::serving::Registry;
 use axum::Router;
@@ -72,6 +75,7 @@ pub struct Access {
 struct Inner {
     registry: Arc<Registry>,
     feedback: Option<Arc<Feedback>>,
+    registry_sync: Option<Arc<RegistrySync>>,
     max_body_bytes: usize,
     admin_token: Option<String>,
     feedback_token: Option<String>,
@@ -88,6 +92,7 @@ impl AppState {
         registry: Arc<Registry>,
         access: Access,
         feedback: Option<Arc<Feedback>>,
+        registry_sync: Option<Arc<RegistrySync>>,
     ) -> AppState {
         let request_prefix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -101,6 +106,7 @@ impl AppState {
         AppState(Arc::new(Inner {
             registry,
             feedback,
+            registry_sync,
             max_body_bytes: access.max_body_bytes,
             admin_token: access.admin_token,
             feedback_token: access.feedback_token,
@@ -142,6 +148,11 @@ impl AppState {
     /// The feedback loop, when the gateway has one.
     pub fn feedback(&self) -> Option<&Arc<Feedback>> {
         self.0.feedback.as_ref()
+    }
+
+    /// The model registry sync, when a registry is followed.
+    pub fn registry_sync(&self) -> Option<&Arc<RegistrySync>> {
+        self.0.registry_sync.as_ref()
     }
 
     /// Marks the gateway as draining: readiness turns false, in-flight requests still finish.
@@ -201,6 +212,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v2/repository/index", post(v2::repository_index))
         .route("/v1/models/{*rest}", any(v1::dispatch))
         .route("/metrics", get(health::metrics))
+        .route("/hooks/mlflow", post(hooks::mlflow))
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -71,6 +71,37 @@ pub struct Metadata {
     /// Validation and test scores.
     #[serde(default)]
     pub metrics: Scores,
+    /// Where the version came from, for versions taken from a model registry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
+}
+
+/// A version taken from a model registry: which one, and what was downloaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Source {
+    /// The registry's kind (`mlflow`).
+    pub registry: String,
+    /// The registry's address.
+    pub uri: String,
+    /// The registered model's name.
+    pub name: String,
+    /// The registry's version number.
+    pub version: String,
+    /// The run that produced the version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_id: Option<String>,
+    /// The run's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_name: Option<String>,
+    /// The version's artifact location, as the registry gives it.
+    pub artifact_uri: String,
+    /// The version's tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Every downloaded file (path relative to the version directory) and its SHA-256, hex.
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
 }
 
 impl Metadata {

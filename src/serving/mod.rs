@@ -12,6 +12,7 @@ mod commit;
 mod deployment;
 mod entry;
 mod error;
+mod follow;
 mod mirror;
 mod monitoring;
 mod observation;
@@ -26,6 +27,7 @@ mod version;
 pub use self::deployment::{DeploymentState, HISTORY_LIMIT, Shadow, VersionRole};
 pub use self::entry::{VersionEntry, VersionStatus};
 pub use self::error::ServingError;
+pub use self::follow::Target;
 use self::mirror::MirrorJob;
 pub use self::mirror::{Mirror, MirrorSettings};
 pub use self::monitoring::{ModelMonitoring, VersionMonitoring};
@@ -68,12 +70,24 @@ pub struct DeploymentDefaults {
     pub policy: DeployPolicy,
 }
 
+/// Where a model's versions come from, and so who decides its deployment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelSource {
+    /// The model repository (`--models`): operators and the deploy policy decide.
+    Repository,
+    /// A model registry: its aliases decide; operators' changes need `force`.
+    Registry,
+}
+
 /// A model: its name, its deployment (one value, swapped whole) and the lock that serialises
 /// changes to it.
 #[derive(Debug)]
 pub struct ModelState {
     /// Model name.
     pub name: String,
+    /// Where its versions come from.
+    pub source: ModelSource,
     /// The published deployment.
     deployment: ArcSwap<DeploymentState>,
     /// Held from the start of a change until it is published.
@@ -81,9 +95,10 @@ pub struct ModelState {
 }
 
 impl ModelState {
-    fn new(state: DeploymentState) -> ModelState {
+    fn new(state: DeploymentState, source: ModelSource) -> ModelState {
         ModelState {
             name: state.model.clone(),
+            source,
             deployment: ArcSwap::from_pointee(state),
             changes: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -153,6 +168,8 @@ pub struct PredictOptions {
 /// Every model the gateway serves, and their deployments.
 pub struct Registry {
     root: PathBuf,
+    /// Versions downloaded from a model registry, `<dir>/<model>/<version>/`, when one is followed.
+    registry_versions: Option<PathBuf>,
     loader: LoadContext,
     options: ServingOptions,
     mirror: MirrorSettings,
@@ -189,6 +206,9 @@ pub struct RegistrySettings {
     pub log: Option<Arc<InferenceLog>>,
     /// The feedback loop, when there is one.
     pub feedback: Option<Arc<Feedback>>,
+    /// Versions downloaded from a model registry (restored at start for models the state
+    /// knows), when one is followed.
+    pub registry_versions: Option<PathBuf>,
 }
 
 impl Registry {

@@ -42,6 +42,16 @@ pub enum Change {
     Load(Vec<VersionEntry>),
     /// Unload an idle version.
     Unload(String),
+    /// The deployment a model registry names: its champion and exactly these shadows, with
+    /// versions the model does not have yet added to its table.
+    Follow {
+        /// Versions downloaded for this change (ready ones only).
+        added: Vec<VersionEntry>,
+        /// The champion.
+        champion: Arc<LoadedVersion>,
+        /// Every shadow, with its mirror and fraction.
+        shadows: Vec<(Arc<Mirror>, f64)>,
+    },
     /// A version found after the first deployment, deployed as the policy says.
     AddVersion {
         /// The new version.
@@ -65,6 +75,20 @@ impl Change {
             Change::Rollback(_) => "rollback".into(),
             Change::Load(_) => "load".into(),
             Change::Unload(version) => format!("unload {version}"),
+            Change::Follow { .. } => {
+                let shadows: Vec<String> = next
+                    .shadows
+                    .iter()
+                    .map(|s| s.version().version.to_string())
+                    .collect();
+                format!(
+                    "follow registry: champion {}, shadows [{}]",
+                    next.champion
+                        .as_ref()
+                        .map_or_else(String::new, |c| c.version.to_string()),
+                    shadows.join(", ")
+                )
+            }
             Change::AddVersion { entry, .. } => {
                 format!(
                     "new version {}: {}",
@@ -243,6 +267,40 @@ pub fn plan(state: &DeploymentState, change: &Change) -> Result<DeploymentState,
                 .find(|v| &v.version == version)
                 .ok_or_else(|| unknown(state, version))?;
             slot.status = VersionStatus::Unloaded;
+        }
+        Change::Follow {
+            added,
+            champion,
+            shadows,
+        } => {
+            for entry in added {
+                if next.entry(&entry.version).is_none() {
+                    next.versions.push(entry.clone());
+                }
+            }
+            next.versions
+                .sort_by(|a, b| compare_versions(&a.version, &b.version));
+            mark_ready(&mut next, champion)?;
+            if next.champion.is_none()
+                && let Some(threshold) = champion.metadata.threshold
+            {
+                next.threshold = threshold;
+            }
+            promote(&mut next, champion);
+            next.shadows.clear();
+            for (mirror, fraction) in shadows {
+                check_unit_interval("fraction", *fraction)?;
+                if mirror.version.version == champion.version {
+                    continue;
+                }
+                mark_ready(&mut next, &mirror.version)?;
+                next.shadows.push(Shadow {
+                    fraction: *fraction,
+                    mirror: Arc::clone(mirror),
+                });
+            }
+            next.shadows
+                .sort_by(|a, b| compare_versions(&a.version().version, &b.version().version));
         }
         Change::AddVersion { entry, mirror } => {
             if next.entry(&entry.version).is_some() {

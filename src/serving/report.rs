@@ -5,7 +5,7 @@ use super::deployment::{DeploymentState, VersionRole};
 use super::entry::VersionEntry;
 use crate::engine::TensorSpec;
 use crate::monitor::ShadowComparison;
-use crate::repository::{Scores, Task};
+use crate::repository::{Scores, Source, Task};
 use crate::store::{DeployPolicy, PromotionSettings};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -73,6 +73,9 @@ pub struct VersionReport {
     pub accepted_rows: u64,
     /// Rows below the confidence threshold.
     pub rejected_rows: u64,
+    /// Where the version came from, for a version taken from a model registry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<Source>,
 }
 
 /// One shadow and how it compares with the champion.
@@ -145,6 +148,7 @@ fn version_report(entry: &VersionEntry, role: VersionRole) -> VersionReport {
         load_time_ms: loaded.map(|l| l.load_time.as_secs_f64() * 1e3),
         accepted_rows,
         rejected_rows,
+        source: meta.and_then(|m| m.source.clone()),
     }
 }
 

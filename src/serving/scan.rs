@@ -7,7 +7,7 @@ use super::deployment::{DeploymentState, VersionRole, restore};
 use super::entry::VersionEntry;
 use super::mirror::Mirror;
 use super::plan::{Change, needs_mirror};
-use super::{LoadContext, ModelState, Registry, RegistrySettings, ServingError};
+use super::{LoadContext, ModelSource, ModelState, Registry, RegistrySettings, ServingError};
 use crate::repository::{self, ModelDir, VersionDir};
 use crate::store::{Actor, DeploymentStore};
 use arc_swap::ArcSwap;
@@ -49,6 +49,7 @@ impl Registry {
     ) -> Result<Registry, ServingError> {
         let registry = Registry {
             root: root.to_path_buf(),
+            registry_versions: settings.registry_versions,
             loader,
             options: settings.options,
             mirror: settings.mirror,
@@ -61,12 +62,12 @@ impl Registry {
         };
         for model in registry.discover().await? {
             let versions = registry.load_all(model.versions).await?;
-            let saved = match &registry.store {
-                Some(store) => store.load(&model.name)?,
-                None => None,
-            };
-            match saved {
-                Some(saved) => registry.resume(&model.name, &saved, versions).await?,
+            match registry.saved(&model.name)? {
+                Some(saved) => {
+                    registry
+                        .resume(&model.name, &saved, versions, ModelSource::Repository)
+                        .await?;
+                }
                 None => {
                     registry
                         .first_deployment(&model.name, versions, Actor::Startup)
@@ -74,7 +75,46 @@ impl Registry {
                 }
             }
         }
+        registry.restore_registry_models().await?;
         Ok(registry)
+    }
+
+    /// Brings back the saved deployments of models followed from a model registry, over the
+    /// versions downloaded before, so they serve at once (even while the registry is out of
+    /// reach). A model whose name the repository also has is left to the repository; one the
+    /// state does not know waits for the registry.
+    async fn restore_registry_models(&self) -> Result<(), ServingError> {
+        let Some(dir) = self.registry_versions.clone() else {
+            return Ok(());
+        };
+        if !dir.is_dir() {
+            return Ok(());
+        }
+        let found = tokio::task::spawn_blocking(move || repository::discover(&dir))
+            .await
+            .map_err(|e| ServingError::interrupted("reading downloaded registry versions", &e))?
+            .map_err(ServingError::Repository)?;
+        for model in found {
+            if self.model(&model.name).is_ok() {
+                tracing::warn!(model = %model.name, "the repository has a model of this name; the registry's is not served");
+                continue;
+            }
+            let Some(saved) = self.saved(&model.name)? else {
+                continue;
+            };
+            let versions = self.load_all(model.versions).await?;
+            self.resume(&model.name, &saved, versions, ModelSource::Registry)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The saved deployment of `model`, when there is a store and it knows the model.
+    fn saved(&self, model: &str) -> Result<Option<crate::store::DeploymentRecord>, ServingError> {
+        match &self.store {
+            Some(store) => Ok(store.load(model)?),
+            None => Ok(None),
+        }
     }
 
     /// Loads version directories that appeared since start (new models too) and applies each
@@ -87,6 +127,12 @@ impl Registry {
         let _rescan = self.rescans.lock().await;
         let mut outcomes = Vec::new();
         for found in self.discover().await? {
+            if let Ok(model) = self.model(&found.name)
+                && model.source == ModelSource::Registry
+            {
+                tracing::warn!(model = %found.name, "a registry model of this name is served; the repository's is not");
+                continue;
+            }
             let Ok(model) = self.model(&found.name) else {
                 let versions = self.load_all(found.versions).await?;
                 let state = self
@@ -123,7 +169,10 @@ impl Registry {
     }
 
     /// Loads and warms `dirs` on the blocking pool.
-    async fn load_all(&self, dirs: Vec<VersionDir>) -> Result<Vec<VersionEntry>, ServingError> {
+    pub(super) async fn load_all(
+        &self,
+        dirs: Vec<VersionDir>,
+    ) -> Result<Vec<VersionEntry>, ServingError> {
         let loader = self.loader.clone();
         tokio::task::spawn_blocking(move || {
             dirs.into_iter()
@@ -142,7 +191,7 @@ impl Registry {
         actor: Actor,
     ) -> Result<Arc<DeploymentState>, ServingError> {
         let empty = DeploymentState::empty(name, self.defaults.threshold, self.defaults.policy);
-        let model = Arc::new(ModelState::new(empty));
+        let model = Arc::new(ModelState::new(empty, ModelSource::Repository));
         let pending = self.begin(Arc::clone(&model), None).await?;
         let state = self
             .finish(pending, Change::Deploy(versions), actor)
@@ -153,12 +202,14 @@ impl Registry {
 
     /// Brings back a saved deployment over the versions found now: unchanged (same revision)
     /// when everything it names is available, else with the substitutions saved as one
-    /// start-up change; then the deploy policy for each version added since.
+    /// start-up change; then, for repository models, the deploy policy for each version added
+    /// since (a registry model's versions come only with its aliases).
     async fn resume(
         &self,
         name: &str,
         saved: &crate::store::DeploymentRecord,
         versions: Vec<VersionEntry>,
+        source: ModelSource,
     ) -> Result<(), ServingError> {
         let (known, added): (Vec<_>, Vec<_>) = versions
             .into_iter()
@@ -171,7 +222,7 @@ impl Registry {
             .map(|loaded| self.new_mirror(loaded, None))
             .collect();
         let restored = restore(name, saved, known, &mirrors);
-        let model = Arc::new(ModelState::new(restored.state.clone()));
+        let model = Arc::new(ModelState::new(restored.state.clone(), source));
         self.announce(&restored.state).await;
         if !restored.substitutions.is_empty() {
             let pending = self.begin(Arc::clone(&model), None).await?;
@@ -185,7 +236,10 @@ impl Registry {
             )
             .await?;
         }
-        for entry in added {
+        for entry in added
+            .into_iter()
+            .filter(|_| source == ModelSource::Repository)
+        {
             self.add_version_entry(Arc::clone(&model), entry, Actor::Policy)
                 .await?;
         }
@@ -232,7 +286,7 @@ impl Registry {
     }
 
     /// Adds (or replaces) a model in the map requests are routed by.
-    fn insert(&self, model: Arc<ModelState>) {
+    pub(super) fn insert(&self, model: Arc<ModelState>) {
         self.models.rcu(|models| {
             let mut models = BTreeMap::clone(models);
             models.insert(model.name.clone(), Arc::clone(&model));

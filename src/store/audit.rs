@@ -23,6 +23,8 @@ pub enum Actor {
     Rescan,
     /// The promotion rule: a shadow the evidence showed better than the champion.
     Promotion,
+    /// The MLflow Model Registry: its aliases moved.
+    Mlflow,
 }
 
 impl std::fmt::Display for Actor {
@@ -33,6 +35,7 @@ impl std::fmt::Display for Actor {
             Actor::Policy => "policy",
             Actor::Rescan => "rescan",
             Actor::Promotion => "promotion",
+            Actor::Mlflow => "mlflow",
         })
     }
 }

@@ -275,7 +275,7 @@ impl DeploymentStore {
 }
 
 /// Replaces `path` with `bytes` so that a crash leaves the old or the new content.
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StoreError> {
     let temp = path.with_extension("json.tmp");
     let mut file = std::fs::File::create(&temp).map_err(|e| StoreError::write(&temp, &e))?;
     file.write_all(bytes)
