@@ -7,6 +7,7 @@
 )]
 
 pub mod admin;
+pub mod mlflow;
 pub mod process;
 
 use reqwest::StatusCode;
@@ -135,6 +136,11 @@ impl TestGateway {
     /// `http://addr{path}`.
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// The temporary state directory of a gateway started by [`TestGateway::start_with`].
+    pub fn state_dir(&self) -> Option<&Path> {
+        self._state.as_ref().map(tempfile::TempDir::path)
     }
 
     /// GET `path`, returning status and JSON body.
