@@ -274,9 +274,9 @@ async fn bad_admin_input_is_refused_and_changes_nothing() {
         ),
         (
             "extra field",
-            put(champion, json!({"version": "1", "force": true})),
+            put(champion, json!({"version": "1", "comment": "why"})),
             bad,
-            "force",
+            "comment",
         ),
         ("missing field", put(champion, json!({})), bad, "version"),
         (

@@ -26,8 +26,13 @@ use vigil::mlflow::MlflowSettings;
 const TOKEN: &str = "registry-secret";
 const HOOK_SECRET: &str = "hook-secret";
 
-/// A gateway following `uri`, polling every `poll`, with no local models.
+/// A gateway following `uri`, polling every `poll`, serving the repository at `models` too.
 async fn gateway(uri: &str, poll: Duration, models: &std::path::Path) -> TestGateway {
+    TestGateway::start_with(registry_config(uri, poll, models)).await
+}
+
+/// Settings of a gateway following `uri`.
+fn registry_config(uri: &str, poll: Duration, models: &std::path::Path) -> Config {
     let mut config = Config::for_models(models);
     config.admin_token = Some(TOKEN.into());
     config.mlflow = Some(MlflowSettings {
@@ -38,7 +43,7 @@ async fn gateway(uri: &str, poll: Duration, models: &std::path::Path) -> TestGat
         poll,
         webhook_secret: Some(HOOK_SECRET.into()),
     });
-    TestGateway::start_with(config).await
+    config
 }
 
 /// The version that answers one inference of `model`, or the error status.
@@ -380,15 +385,39 @@ async fn an_outage_or_a_deleted_version_never_changes_what_serves() {
     server.register("iris-c", "mlp", &[]).await;
     server.set_alias("iris-c", "champion", "1").await;
     let models = tempfile::tempdir().expect("empty repository");
+    let state = tempfile::tempdir().expect("state directory");
     let poll = Duration::from_secs(2);
-    let gw = gateway(&server.uri(), poll, models.path()).await;
+    let uri = server.uri();
+    let config = || {
+        let mut config = registry_config(&uri, poll, models.path());
+        config.state = state.path().to_path_buf();
+        config
+    };
+    let gw = TestGateway::start_in(config()).await;
     within(Duration::from_secs(60), "version 1 served", || async {
         answered_by(&gw, "iris-c").await == Ok("1".into())
     })
     .await;
 
-    // The registry goes away: version 1 keeps serving, the error is on the board and counted.
+    // The registry goes away: version 1 keeps serving, also after a restart (from the versions
+    // downloaded before); the error is on the board and counted.
     server.stop();
+    gw.stop().await;
+    let gw = TestGateway::start_in(config()).await;
+    assert_eq!(
+        answered_by(&gw, "iris-c").await,
+        Ok("1".into()),
+        "served at once after a restart, with the registry down"
+    );
+    let staging = state.path().join("mlflow/staging");
+    assert!(
+        !staging.exists()
+            || std::fs::read_dir(&staging)
+                .expect("staging")
+                .next()
+                .is_none(),
+        "no partial download is left behind"
+    );
     within(Duration::from_secs(10), "outage reported", || async {
         board(&gw, "iris-c").await["registry"]["last_error"]["reason"] == "unreachable"
     })

@@ -4,6 +4,7 @@
 //! change to one model accepts `If-Match: "<revision>"` (412 with the current deployment when
 //! it is stale).
 
+use super::registry_guard::check_registry;
 use super::revision::etag;
 use super::revision::{deployment_response, expected_revision};
 use super::v2_types::parse_json;
@@ -72,6 +73,7 @@ fn board_model(app: &AppState, state: &DeploymentState) -> BoardModel {
         report: ModelReport::of(state),
         registry: app
             .registry_sync()
+            .filter(|_| app.registry().follows_registry(&state.model))
             .and_then(|sync| sync.view(&state.model, Some(state))),
     }
 }
@@ -114,26 +116,6 @@ async fn show_model(
         .headers_mut()
         .insert(header::ETAG, etag(state.revision));
     Ok(response)
-}
-
-/// Refuses an operator's change to the deployment of a model that follows a model registry
-/// (its aliases decide), unless `force` is set: then the change is made and shown as drift from
-/// the registry until its aliases move.
-///
-/// # Errors
-/// [`ServingError::Conflict`] (409) saying to move the alias instead.
-pub fn check_registry(app: &AppState, model: &str, force: bool) -> Result<(), ApiError> {
-    if !app.registry().follows_registry(model) {
-        return Ok(());
-    }
-    if force {
-        tracing::warn!(%model, "forced change to a model that follows the registry: it drifts from the registry until its aliases move");
-        return Ok(());
-    }
-    Err(ServingError::Conflict(format!(
-        "model {model} follows the MLflow registry: move its alias there instead (or send \"force\": true to change it here until the aliases move)"
-    ))
-    .into())
 }
 
 /// The optional body of a change that takes nothing but `{"force": true}`.

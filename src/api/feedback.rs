@@ -294,7 +294,7 @@ pub async fn set_promotion(
         max_labels: request.max_labels.unwrap_or(current.max_labels),
     };
     if settings.mode == PromotionMode::Auto {
-        super::admin::check_registry(&app, &model, request.force)?;
+        super::registry_guard::check_registry(&app, &model, request.force)?;
     }
     let report = app
         .registry()

@@ -40,6 +40,7 @@ mod feedback;
 mod health;
 mod hooks;
 mod observe;
+mod registry_guard;
 mod request_id;
 mod revision;
 mod v1;
