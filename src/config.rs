@@ -173,7 +173,7 @@ pub struct ServeArgs {
     #[arg(long, env = "VIGIL_MLFLOW_MODELS", value_delimiter = ',')]
     pub mlflow_models: Option<Vec<String>>,
     /// Aliases and the role of the version they name, comma-separated `alias=role` with role
-    /// champion, shadow or shadow:<fraction> [default: champion=champion,challenger=shadow]
+    /// champion, shadow or shadow:FRACTION [default: champion=champion,challenger=shadow]
     #[arg(long, env = "VIGIL_MLFLOW_ALIASES", value_delimiter = ',')]
     pub mlflow_aliases: Option<Vec<String>>,
     /// Seconds between reads of the registry's aliases [default: 15]

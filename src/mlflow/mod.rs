@@ -16,7 +16,7 @@ mod sync;
 mod webhook;
 
 pub use self::client::{Client, MlflowError};
-pub use self::fetch::VersionCache;
+pub use self::fetch::{FetchError, VersionCache};
 pub use self::sync::{ModelSync, RegistrySync, SyncFailure, SyncView};
 pub use self::webhook::{Delivery, DeliveryError, WebhookReceiver};
 use std::collections::BTreeMap;
