@@ -196,6 +196,7 @@ async fn moving_the_champion_alias_swaps_with_no_failed_request_and_replicas_con
     tokio::time::sleep(deadline + Duration::from_secs(1)).await;
     stop.store(true, Ordering::Relaxed);
     let mut answers = 0;
+    let mut last_v1 = Duration::ZERO;
     for client in clients {
         for (at, answer) in client.await.expect("client") {
             answers += 1;
@@ -208,9 +209,15 @@ async fn moving_the_champion_alias_swaps_with_no_failed_request_and_replicas_con
                     at - moved
                 );
             }
+            if version == "1" {
+                last_v1 = last_v1.max(at.saturating_duration_since(moved));
+            }
         }
     }
     assert!(answers > 100, "only {answers} requests");
+    println!(
+        "{answers} requests, none failed; the last one answered by version 1 came {last_v1:?} after the move (poll {poll:?})"
+    );
     for gw in [&first, &second] {
         let shown = board(gw, "iris-a").await;
         assert_eq!(shown["champion"], "2");
