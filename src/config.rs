@@ -2,7 +2,9 @@
 //! variables and flags (flags win over env, both over the file, the file over defaults). The
 //! result is a validated [`Config`]; nothing else reads the environment.
 
+use crate::listener::ConnectionLimits;
 use crate::mlflow::{AliasRole, Credentials, MlflowSettings};
+use crate::serving::AdmissionSettings;
 use crate::store::DeployPolicy;
 use crate::store::feedback::RetrainSettings;
 use serde::Deserialize;
@@ -45,6 +47,16 @@ pub const DEFAULT_INFERENCE_LOG_TTL: Duration = Duration::from_secs(14 * 24 * 36
 pub const DEFAULT_INFERENCE_LOG_MAX_ROWS: u64 = 1_000_000;
 /// Default requests waiting to be logged before new ones are dropped.
 pub const DEFAULT_INFERENCE_LOG_QUEUE: usize = 65_536;
+/// Default deadline of requests that name none.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default most open connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+/// Default time a client has to send a request's headers.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a client has to send a request's body.
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a connection may stay idle.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default number of most recent labels live quality is also computed over.
 pub const DEFAULT_QUALITY_WINDOW: usize = 1_000;
 
@@ -163,6 +175,29 @@ pub struct ServeArgs {
     /// Default secret that signs retraining webhooks [default: none]
     #[arg(long, env = "VIGIL_RETRAIN_SECRET", hide_env_values = true)]
     pub retrain_secret: Option<String>,
+    /// Deadline in milliseconds of inference requests that set none (OIP
+    /// `parameters.timeout`); a request still waiting to run then gets 503 [default: 10000]
+    #[arg(long, env = "VIGIL_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Inferences of one model running at once [default: 4 × CPU count]
+    #[arg(long, env = "VIGIL_MAX_IN_FLIGHT")]
+    pub max_in_flight: Option<usize>,
+    /// Requests of one model waiting to run; more get 429 [default: what the champion's
+    /// measured cost lets finish within the request timeout, 16 to 4096]
+    #[arg(long, env = "VIGIL_MAX_QUEUE")]
+    pub max_queue: Option<usize>,
+    /// Most connections open at once; more wait in the listen backlog [default: 4096]
+    #[arg(long, env = "VIGIL_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Milliseconds a client has to send a request's headers [default: 10000]
+    #[arg(long, env = "VIGIL_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// Milliseconds a client has to send a request's body; later gets 408 [default: 30000]
+    #[arg(long, env = "VIGIL_BODY_READ_TIMEOUT_MS")]
+    pub body_read_timeout_ms: Option<u64>,
+    /// Seconds a connection may stay idle before it is closed [default: 60]
+    #[arg(long, env = "VIGIL_IDLE_TIMEOUT_SECS")]
+    pub idle_timeout_secs: Option<u64>,
     /// MLflow tracking server whose Model Registry decides what is served (also read from
     /// MLFLOW_TRACKING_URI; credentials from MLFLOW_TRACKING_TOKEN or
     /// MLFLOW_TRACKING_USERNAME/PASSWORD) [default: none]
@@ -303,6 +338,13 @@ struct FileConfig {
     retrain_command: Option<Vec<String>>,
     retrain_webhook: Option<String>,
     retrain_secret: Option<String>,
+    request_timeout_ms: Option<u64>,
+    max_in_flight: Option<usize>,
+    max_queue: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    body_read_timeout_ms: Option<u64>,
+    idle_timeout_secs: Option<u64>,
     mlflow_uri: Option<String>,
     mlflow_models: Option<Vec<String>>,
     mlflow_aliases: Option<BTreeMap<String, String>>,
@@ -371,6 +413,10 @@ pub struct Config {
     pub retrain: Option<RetrainSettings>,
     /// The MLflow Model Registry followed, when one is.
     pub mlflow: Option<MlflowSettings>,
+    /// How much each model admits.
+    pub admission: AdmissionSettings,
+    /// Limits on connections and slow clients.
+    pub connections: ConnectionLimits,
 }
 
 impl std::fmt::Debug for Config {
@@ -440,6 +486,17 @@ impl Config {
             quality_window: DEFAULT_QUALITY_WINDOW,
             retrain: None,
             mlflow: None,
+            admission: AdmissionSettings {
+                max_in_flight: 4 * default_sessions(),
+                max_queue: None,
+                default_timeout: DEFAULT_REQUEST_TIMEOUT,
+            },
+            connections: ConnectionLimits {
+                max_connections: DEFAULT_MAX_CONNECTIONS,
+                header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+                body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            },
         }
     }
 
@@ -566,6 +623,41 @@ impl Config {
                     secret: args.retrain_secret.or(file.retrain_secret),
                 }),
             mlflow: None,
+            admission: AdmissionSettings {
+                max_in_flight: args
+                    .max_in_flight
+                    .or(file.max_in_flight)
+                    .unwrap_or(defaults.admission.max_in_flight),
+                max_queue: args.max_queue.or(file.max_queue),
+                default_timeout: args
+                    .request_timeout_ms
+                    .or(file.request_timeout_ms)
+                    .map_or(defaults.admission.default_timeout, Duration::from_millis),
+            },
+            connections: ConnectionLimits {
+                max_connections: args
+                    .max_connections
+                    .or(file.max_connections)
+                    .unwrap_or(defaults.connections.max_connections),
+                header_read_timeout: args
+                    .header_read_timeout_ms
+                    .or(file.header_read_timeout_ms)
+                    .map_or(
+                        defaults.connections.header_read_timeout,
+                        Duration::from_millis,
+                    ),
+                body_read_timeout: args
+                    .body_read_timeout_ms
+                    .or(file.body_read_timeout_ms)
+                    .map_or(
+                        defaults.connections.body_read_timeout,
+                        Duration::from_millis,
+                    ),
+                idle_timeout: args
+                    .idle_timeout_secs
+                    .or(file.idle_timeout_secs)
+                    .map_or(defaults.connections.idle_timeout, Duration::from_secs),
+            },
         };
         let given = MlflowGiven {
             uri: args.mlflow_uri.or(file.mlflow_uri),
@@ -648,6 +740,25 @@ impl Config {
         }
         if let Some(mlflow) = &self.mlflow {
             problems.extend(mlflow.problems());
+        }
+        if self.admission.max_in_flight == 0 {
+            problems.push("max_in_flight: must be at least 1".into());
+        }
+        if self.admission.default_timeout.is_zero() {
+            problems.push("request_timeout_ms: must be at least 1".into());
+        }
+        let limits = &self.connections;
+        if limits.max_connections == 0 {
+            problems.push("max_connections: must be at least 1".into());
+        }
+        for (key, value) in [
+            ("header_read_timeout_ms", limits.header_read_timeout),
+            ("body_read_timeout_ms", limits.body_read_timeout),
+            ("idle_timeout_secs", limits.idle_timeout),
+        ] {
+            if value.is_zero() {
+                problems.push(format!("{key}: must be at least 1"));
+            }
         }
         problems
     }

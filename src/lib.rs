@@ -53,6 +53,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod feedback;
+pub mod listener;
 pub mod metrics;
 pub mod mlflow;
 pub mod monitor;
@@ -167,6 +168,7 @@ pub async fn load(config: &Config, with_state: bool) -> Result<Loaded, StartupEr
             .as_ref()
             .filter(|_| with_state)
             .map(|_| RegistrySync::versions_dir(&config.state.join(MLFLOW_DIR))),
+        admission: config.admission,
     };
     let models = config.models.clone();
     let loader = LoadContext {
@@ -293,28 +295,22 @@ pub async fn run(
         .map_err(|e| StartupError::Io(e.to_string()))?;
     tracing::info!(%address, "serving");
 
-    // Shutdown: (1) the signal fires, (2) readiness turns false and the listener stops accepting,
-    // (3) in-flight requests finish, bounded by the grace period.
-    let (signalled_tx, signalled_rx) = tokio::sync::oneshot::channel::<()>();
+    // Shutdown: (1) the signal fires, (2) readiness turns false (new inferences get 503) and the
+    // listener stops accepting, (3) in-flight requests finish, bounded by the grace period.
     let draining = state.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    let signalled = async move {
         shutdown.await;
         draining.start_draining();
         tracing::info!("shutdown signal received; draining in-flight requests");
-        let _ = signalled_tx.send(());
-    });
-    let grace = config.shutdown_grace;
-    let deadline = async move {
-        if signalled_rx.await.is_ok() {
-            tokio::time::sleep(grace).await;
-        } else {
-            std::future::pending::<()>().await;
-        }
     };
-    tokio::select! {
-        result = server => result.map_err(|e| StartupError::Io(e.to_string()))?,
-        () = deadline => tracing::warn!(?grace, "grace period over; closing remaining connections"),
-    }
+    listener::serve(
+        listener,
+        app,
+        config.connections,
+        signalled,
+        config.shutdown_grace,
+    )
+    .await;
     // (4) Background work stops: the evaluator and the promoter at once; the feedback intake
     // takes no more, and the inference log writes what it has queued.
     evaluator.abort();

@@ -101,13 +101,23 @@ const DRAIN_MAX_BYTES: u64 = 64 << 20;
 /// Longest time spent throwing a too-large body away.
 const DRAIN_MAX_TIME: Duration = Duration::from_secs(5);
 
+/// A body read failure: a timeout (408) or a broken body (400).
+fn body_error(error: axum::Error) -> ApiError {
+    let inner = error.into_inner();
+    match inner.downcast_ref::<crate::listener::BodyTimedOut>() {
+        Some(timed_out) => ApiError::BodyTimeout(*timed_out),
+        None => ApiError::BodyRead(inner.to_string()),
+    }
+}
+
 /// Reads the whole body, refusing more than `limit` bytes. A body declared larger than the limit
 /// is refused before any of it is read; either way, up to [`DRAIN_MAX_BYTES`] of the rest is read
 /// and discarded so the client can read the answer, and a connection whose body could not be
 /// drained is closed after it.
 ///
 /// # Errors
-/// [`ApiError::BodyTooLarge`] past the limit, [`ApiError::BodyRead`] when the connection fails.
+/// [`ApiError::BodyTooLarge`] past the limit, [`ApiError::BodyRead`] when the connection fails, [`ApiError::BodyTimeout`] when the
+/// body read timeout passes.
 pub async fn read_limited(
     headers: &HeaderMap,
     mut body: Body,
@@ -124,7 +134,7 @@ pub async fn read_limited(
     }
     let mut whole = Collected::default();
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ApiError::BodyRead(e.to_string()))?;
+        let frame = frame.map_err(body_error)?;
         let Ok(data) = frame.into_data() else {
             continue;
         };

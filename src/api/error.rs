@@ -62,6 +62,12 @@ pub enum ApiError {
     /// The body could not be read from the connection.
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
+    /// The body did not arrive within the body read timeout.
+    #[error(transparent)]
+    BodyTimeout(#[from] crate::listener::BodyTimedOut),
+    /// The gateway is shutting down and takes no new inferences.
+    #[error("the gateway is shutting down; send the request to another replica")]
+    ShuttingDown,
     /// From the feedback loop (its store, its settings).
     #[error(transparent)]
     Feedback(#[from] FeedbackError),
@@ -100,7 +106,10 @@ impl ApiError {
                 ServingError::UnknownModel(_) | ServingError::UnknownVersion { .. } => {
                     StatusCode::NOT_FOUND
                 }
-                ServingError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+                ServingError::Unavailable { .. } | ServingError::DeadlineExceeded { .. } => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                ServingError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
                 ServingError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
                 ServingError::TooManyRows { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ServingError::Conflict(_) => StatusCode::CONFLICT,
@@ -112,6 +121,8 @@ impl ApiError {
                 | ServingError::Interrupted { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             },
             ApiError::BadRequest { .. } | ApiError::BodyRead(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
@@ -179,6 +190,12 @@ impl IntoResponse for ApiError {
         match self {
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Serving(ServingError::Overloaded { .. }) => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            ApiError::BodyTimeout(_) | ApiError::ShuttingDown => {
+                headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             ApiError::BodyTooLarge { drained: false, .. } => {
                 headers.insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -57,6 +57,7 @@ where
     gauge.increment(1.0);
     let _in_flight = InFlight(gauge);
     let (version, role, outcome) = match route {
+        Ok(_) if app.is_draining() => (None, TrafficRole::Champion, Err(ApiError::ShuttingDown)),
         Ok(route) => {
             let version = Arc::clone(&route.version);
             let role = route.role.traffic();

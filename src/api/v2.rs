@@ -230,6 +230,7 @@ async fn run_infer(
     }
     let options = PredictOptions {
         outlier_scores: listed_score || request.asks_outlier_scores()?,
+        deadline: request.deadline()?,
     };
     let selection = select_outputs(
         &route.version.served_outputs,

@@ -235,6 +235,27 @@ impl InferRequest {
         }
     }
 
+    /// The deadline `parameters.timeout` (microseconds, as Triton takes it) sets from now;
+    /// `None` when it is absent or 0 (the default timeout applies).
+    ///
+    /// # Errors
+    /// [`ApiError::BadRequest`] naming `parameters.timeout` when it is not a whole number.
+    pub fn deadline(&self) -> Result<Option<tokio::time::Instant>, ApiError> {
+        match self.parameters.as_ref().and_then(|p| p.get("timeout")) {
+            None => Ok(None),
+            Some(value) => match value.as_u64() {
+                Some(0) => Ok(None),
+                Some(micros) => Ok(Some(
+                    tokio::time::Instant::now() + std::time::Duration::from_micros(micros),
+                )),
+                None => Err(ApiError::bad_request(
+                    "parameters.timeout",
+                    "expected a whole number of microseconds",
+                )),
+            },
+        }
+    }
+
     /// Turns the inputs into named tensors in their sent datatypes, taking binary data from
     /// `binary` (the bytes after the JSON header) in input order.
     ///

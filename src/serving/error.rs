@@ -48,6 +48,24 @@ pub enum ServingError {
         /// The limit.
         max: usize,
     },
+    /// The model's queue of waiting requests is full.
+    #[error("model `{model}` is at capacity: {queue} requests are already waiting; retry later")]
+    Overloaded {
+        /// The model.
+        model: String,
+        /// Its queue bound.
+        queue: usize,
+    },
+    /// The request's deadline passed before it could run.
+    #[error(
+        "model `{model}`: the request's deadline passed {late:?} ago while it waited to run (parameters.timeout or request_timeout_ms)"
+    )]
+    DeadlineExceeded {
+        /// The model.
+        model: String,
+        /// How long ago the deadline passed.
+        late: std::time::Duration,
+    },
     /// The engine failed on inputs that passed validation.
     #[error(transparent)]
     Engine(#[from] EngineError),

@@ -82,7 +82,11 @@ impl Registry {
                 let empty =
                     DeploymentState::empty(model, self.defaults.threshold, DeployPolicy::Manual);
                 (
-                    Arc::new(ModelState::new(empty, ModelSource::Registry)),
+                    Arc::new(ModelState::new(
+                        empty,
+                        ModelSource::Registry,
+                        &self.admission,
+                    )),
                     true,
                 )
             }

@@ -7,6 +7,7 @@
 //! writers (`changes.rs` for the admin API, `scan.rs` for start-up and rescans) and saved then
 //! published by the one change path (`commit.rs`).
 
+mod admission;
 mod changes;
 mod commit;
 mod deployment;
@@ -24,6 +25,7 @@ mod scan;
 mod threshold;
 mod version;
 
+pub use self::admission::{Admission, AdmissionSettings, Admitted};
 pub use self::deployment::{DeploymentState, HISTORY_LIMIT, Shadow, VersionRole};
 pub use self::entry::{VersionEntry, VersionStatus};
 pub use self::error::ServingError;
@@ -88,6 +90,8 @@ pub struct ModelState {
     pub name: String,
     /// Where its versions come from.
     pub source: ModelSource,
+    /// Its inferences in flight and requests waiting for one.
+    pub admission: Arc<Admission>,
     /// The published deployment.
     deployment: ArcSwap<DeploymentState>,
     /// Held from the start of a change until it is published.
@@ -95,10 +99,15 @@ pub struct ModelState {
 }
 
 impl ModelState {
-    fn new(state: DeploymentState, source: ModelSource) -> ModelState {
+    fn new(
+        state: DeploymentState,
+        source: ModelSource,
+        admission: &AdmissionSettings,
+    ) -> ModelState {
         ModelState {
             name: state.model.clone(),
             source,
+            admission: Arc::new(Admission::new(admission.max_in_flight)),
             deployment: ArcSwap::from_pointee(state),
             changes: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -139,6 +148,8 @@ pub struct Route {
     pub version: Arc<LoadedVersion>,
     /// How it was reached.
     pub role: Role,
+    /// The model's admission control.
+    pub admission: Arc<Admission>,
 }
 
 /// The outcome of a prediction, tied to the version that produced it.
@@ -163,11 +174,15 @@ pub struct Prediction {
 pub struct PredictOptions {
     /// Return each row's outlier score.
     pub outlier_scores: bool,
+    /// When the request must have started running (default: now + the default timeout).
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// Every model the gateway serves, and their deployments.
 pub struct Registry {
     root: PathBuf,
+    /// How much each model admits.
+    admission: AdmissionSettings,
     /// Versions downloaded from a model registry, `<dir>/<model>/<version>/`, when one is followed.
     registry_versions: Option<PathBuf>,
     loader: LoadContext,
@@ -209,6 +224,8 @@ pub struct RegistrySettings {
     /// Versions downloaded from a model registry (restored at start for models the state
     /// knows), when one is followed.
     pub registry_versions: Option<PathBuf>,
+    /// How much each model admits.
+    pub admission: AdmissionSettings,
 }
 
 impl Registry {
@@ -253,7 +270,8 @@ impl Registry {
     /// [`ServingError::UnknownModel`], [`ServingError::UnknownVersion`], or
     /// [`ServingError::Unavailable`] for a version that is not loaded or a model with no champion.
     pub fn route(&self, model: &str, version: Option<&str>) -> Result<Route, ServingError> {
-        let deployment = self.deployment(model)?;
+        let state = self.model(model)?;
+        let deployment = state.deployment();
         let (version, role) = match version {
             Some(version) => (deployment.ready(version)?, Role::Direct),
             None => (
@@ -272,6 +290,7 @@ impl Registry {
             deployment,
             version,
             role,
+            admission: Arc::clone(&state.admission),
         })
     }
 
@@ -295,6 +314,7 @@ impl Registry {
             deployment,
             version,
             role,
+            admission,
         } = route;
         if options.outlier_scores && !version.monitor.scores_outliers() {
             return Err(ServingError::invalid(
@@ -314,6 +334,16 @@ impl Registry {
         } else {
             Vec::new()
         };
+        let deadline = options
+            .deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + self.admission.default_timeout);
+        let _admitted = admission
+            .admit(
+                &version.model,
+                self.admission.queue_for(&version.cost),
+                deadline,
+            )
+            .await?;
         let copies = (!takers.is_empty()).then(|| Arc::new(inputs.clone()));
         let (tensors, rows) = fit_inputs(version.signature(), inputs, self.options.max_batch_rows)?;
         let started = Instant::now();

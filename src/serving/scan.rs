@@ -50,6 +50,7 @@ impl Registry {
         let registry = Registry {
             root: root.to_path_buf(),
             registry_versions: settings.registry_versions,
+            admission: settings.admission,
             loader,
             options: settings.options,
             mirror: settings.mirror,
@@ -191,7 +192,11 @@ impl Registry {
         actor: Actor,
     ) -> Result<Arc<DeploymentState>, ServingError> {
         let empty = DeploymentState::empty(name, self.defaults.threshold, self.defaults.policy);
-        let model = Arc::new(ModelState::new(empty, ModelSource::Repository));
+        let model = Arc::new(ModelState::new(
+            empty,
+            ModelSource::Repository,
+            &self.admission,
+        ));
         let pending = self.begin(Arc::clone(&model), None).await?;
         let state = self
             .finish(pending, Change::Deploy(versions), actor)
@@ -222,7 +227,11 @@ impl Registry {
             .map(|loaded| self.new_mirror(loaded, None))
             .collect();
         let restored = restore(name, saved, known, &mirrors);
-        let model = Arc::new(ModelState::new(restored.state.clone(), source));
+        let model = Arc::new(ModelState::new(
+            restored.state.clone(),
+            source,
+            &self.admission,
+        ));
         self.announce(&restored.state).await;
         if !restored.substitutions.is_empty() {
             let pending = self.begin(Arc::clone(&model), None).await?;

@@ -122,7 +122,13 @@ impl TestGateway {
             if let Some(task) = &self.task {
                 assert!(!task.is_finished(), "gateway stopped during start-up");
             }
-            if let Ok(response) = self.client.get(self.url("/v2/health/ready")).send().await
+            // `Connection: close`: a gateway starts its test with no connection open.
+            if let Ok(response) = self
+                .client
+                .get(self.url("/v2/health/ready"))
+                .header(reqwest::header::CONNECTION, "close")
+                .send()
+                .await
                 && response.status() == StatusCode::OK
             {
                 return;
