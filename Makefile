@@ -6,7 +6,7 @@ ORT_STAMP := $(VENV)/.onnxruntime-1.32.0
 DEV_STAMP := $(VENV)/.dev-requirements
 ADDR ?= 127.0.0.1:8080
 
-.PHONY: run test setup setup-dev prometheus models lint bench load
+.PHONY: run test setup setup-dev prometheus models lint bench load fuzz
 
 ## Install the pinned ONNX Runtime (once) and serve ./models on $(ADDR).
 run: setup
@@ -50,3 +50,15 @@ bench: setup
 
 load: setup
 	bash benches/load.sh
+
+FUZZ_SECS ?= 600
+FUZZ_TARGETS := v2_json v2_binary v1_instances
+
+## Coverage-guided fuzzing of the request decoders (tests/fuzz/: nightly toolchain and
+## cargo-fuzz, installed once), FUZZ_SECS seconds per target; new inputs join the corpora.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
+	for target in $(FUZZ_TARGETS); do \
+		cargo +nightly fuzz run --fuzz-dir tests/fuzz -O $$target -- -max_total_time=$(FUZZ_SECS) || exit 1; \
+	done
+

@@ -35,6 +35,7 @@ mod admin;
 mod auth;
 mod binary;
 mod body;
+pub mod decode;
 mod error;
 mod feedback;
 mod health;

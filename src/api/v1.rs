@@ -6,11 +6,10 @@
 use super::observe::{Served, observed};
 use super::request_id::{REQUEST_ID_HEADER, request_id};
 use super::{ApiError, AppState, body};
-use crate::engine::{DataType, Tensor, TensorData};
+use crate::engine::DataType;
 use crate::monitor::Protocol;
 use crate::serving::{
-    ACCEPTED_OUTPUT, CONFIDENCE_OUTPUT, LoadedVersion, NamedInput, PredictOptions, Route,
-    RowPrediction, row_predictions,
+    ACCEPTED_OUTPUT, CONFIDENCE_OUTPUT, PredictOptions, Route, RowPrediction, row_predictions,
 };
 use axum::Json;
 use axum::body::Body;
@@ -18,8 +17,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use serde::ser::SerializeMap;
-use serde::{Deserialize, Serialize, Serializer};
-use serde_json::Value;
+use serde::{Serialize, Serializer};
 use std::sync::Arc;
 
 /// A `/v1/models/...` path, split into its parts.
@@ -144,115 +142,6 @@ fn status(app: &AppState, path: &V1Path) -> Result<Response, ApiError> {
     .into_response())
 }
 
-#[derive(Deserialize)]
-struct PredictRequest {
-    instances: Vec<Value>,
-    #[serde(default)]
-    #[expect(
-        dead_code,
-        reason = "accepted for TF-Serving compatibility; vigil models have one signature"
-    )]
-    signature_name: Option<String>,
-}
-
-/// Builds the `[rows, width]` input from row-format instances (arrays, or objects keyed by the
-/// version's feature names).
-fn instances_tensor(loaded: &LoadedVersion, instances: &[Value]) -> Result<NamedInput, ApiError> {
-    let signature = loaded.signature();
-    let [input] = signature.inputs.as_slice() else {
-        return Err(ApiError::bad_request(
-            "instances",
-            format!(
-                "this model has {} inputs; the simple JSON API serves single-input models, use \
-                 the v2 API",
-                signature.inputs.len()
-            ),
-        ));
-    };
-    if input.shape.len() != 2 || input.dtype == DataType::String {
-        return Err(ApiError::bad_request(
-            "instances",
-            "the model's input is not a numeric [rows, features] matrix; use the v2 API",
-        ));
-    }
-    let features = &loaded.metadata.features;
-    let width = input.shape[1].unwrap_or(features.len());
-    if instances.is_empty() {
-        return Err(ApiError::bad_request(
-            "instances",
-            "expected at least one instance",
-        ));
-    }
-    let mut values = Vec::with_capacity(instances.len() * width);
-    for (row, instance) in instances.iter().enumerate() {
-        let field = format!("instances[{row}]");
-        match instance {
-            Value::Array(cells) => {
-                if cells.len() != width {
-                    return Err(ApiError::bad_request(
-                        field,
-                        format!("expected {width} numbers, got {}", cells.len()),
-                    ));
-                }
-                for (column, cell) in cells.iter().enumerate() {
-                    values.push(cell.as_f64().ok_or_else(|| {
-                        ApiError::bad_request(
-                            format!("{field}[{column}]"),
-                            format!("expected a number, got {cell}"),
-                        )
-                    })?);
-                }
-            }
-            Value::Object(map) => {
-                if features.len() != width {
-                    return Err(ApiError::bad_request(
-                        field,
-                        "this version's model.toml names no features; send each instance as an \
-                         array",
-                    ));
-                }
-                if let Some(unknown) = map.keys().find(|k| !features.contains(k)) {
-                    return Err(ApiError::bad_request(
-                        format!("{field}.{unknown}"),
-                        format!(
-                            "unknown feature; expected the features [{}]",
-                            features.join(", ")
-                        ),
-                    ));
-                }
-                for feature in features {
-                    let cell = map.get(feature).ok_or_else(|| {
-                        ApiError::bad_request(format!("{field}.{feature}"), "missing feature")
-                    })?;
-                    values.push(cell.as_f64().ok_or_else(|| {
-                        ApiError::bad_request(
-                            format!("{field}.{feature}"),
-                            format!("expected a number, got {cell}"),
-                        )
-                    })?);
-                }
-            }
-            Value::Number(number) if width == 1 => values.push(number.as_f64().unwrap_or(f64::NAN)),
-            other => {
-                return Err(ApiError::bad_request(
-                    field,
-                    format!(
-                        "expected an array of {width} numbers or an object keyed by feature name, \
-                         got {other}"
-                    ),
-                ));
-            }
-        }
-    }
-    let tensor = Tensor::new(vec![instances.len(), width], TensorData::F64(values))
-        .map_err(|e| ApiError::bad_request("instances", e.to_string()))?;
-    Ok(NamedInput {
-        name: input.name.clone(),
-        field: "instances".to_string(),
-        tensor,
-    })
-}
-
 /// One prediction, serialized as `{"label", "probabilities": {class: p}}` or `{"value"}`.
 /// Values from FP32 outputs are printed at f32 precision (`151.2`, not `151.1999969482422`).
 struct PredictionBody<'a> {
@@ -321,9 +210,12 @@ async fn predict(
 ) -> Result<Served, ApiError> {
     body::json_format(headers)?;
     let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
-    let request: PredictRequest = super::v2_types::parse_json(&bytes)?;
+    let input = super::decode::v1_instances(
+        &bytes,
+        route.version.signature(),
+        &route.version.metadata.features,
+    )?;
     let id = request_id(app, None, headers)?;
-    let input = instances_tensor(&route.version, &request.instances)?;
     let prediction = app
         .registry()
         .predict(route, vec![input], PredictOptions::default(), &id)

@@ -204,21 +204,11 @@ async fn run_infer(
 ) -> Result<Served, ApiError> {
     let format = body::inference_format(headers)?;
     let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
-    let (json, binary) = match format {
-        BodyFormat::Json => (&bytes[..], &[][..]),
-        BodyFormat::JsonWithBinary { json_len } if json_len <= bytes.len() => {
-            bytes.split_at(json_len)
-        }
-        BodyFormat::JsonWithBinary { json_len } => {
-            return Err(ApiError::bad_request(
-                "Inference-Header-Content-Length",
-                format!(
-                    "the JSON header is said to be {json_len} bytes but the body has {}",
-                    bytes.len()
-                ),
-            ));
-        }
+    let json_len = match format {
+        BodyFormat::Json => None,
+        BodyFormat::JsonWithBinary { json_len } => Some(json_len),
     };
+    let (json, binary) = super::decode::split_body(&bytes, json_len)?;
     let mut request = parse_request(json)?;
     let id = request_id(app, request.id.take(), headers)?;
     let mut outputs = request.outputs.take();
