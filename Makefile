@@ -55,10 +55,12 @@ FUZZ_SECS ?= 600
 FUZZ_TARGETS := v2_json v2_binary v1_instances
 
 ## Coverage-guided fuzzing of the request decoders (tests/fuzz/: nightly toolchain and
-## cargo-fuzz, installed once), FUZZ_SECS seconds per target; new inputs join the corpora.
+## cargo-fuzz, installed once), FUZZ_SECS seconds per target, from tests/fuzz/seeds; new inputs
+## join tests/fuzz/corpus (`cargo +nightly fuzz cmin --fuzz-dir tests/fuzz <target>` shrinks it).
 fuzz:
 	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --version 0.13.2
 	for target in $(FUZZ_TARGETS); do \
-		cargo +nightly fuzz run --fuzz-dir tests/fuzz -O $$target -- -max_total_time=$(FUZZ_SECS) || exit 1; \
+		cargo +nightly fuzz run --fuzz-dir tests/fuzz -O $$target tests/fuzz/corpus/$$target \
+			tests/fuzz/seeds/$$target -- -max_total_time=$(FUZZ_SECS) || exit 1; \
 	done
 

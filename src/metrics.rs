@@ -97,6 +97,10 @@ pub const PROMOTION_PAIRED_ROWS: &str = "vigil_promotion_paired_rows";
 pub const RETRAIN_EVENTS: &str = "vigil_retrain_events_total";
 /// Retraining event deliveries by model, channel (`command`, `webhook`) and outcome.
 pub const RETRAIN_DELIVERIES: &str = "vigil_retrain_deliveries_total";
+/// Batches run by a version's dynamic batcher.
+pub const BATCHES: &str = "vigil_batches_total";
+/// Requests answered through a version's dynamic batcher.
+pub const BATCHED_REQUESTS: &str = "vigil_batched_requests_total";
 /// Failed registry syncs, by model and reason (`unreachable`, `missing_alias`, `download`, ...).
 pub const REGISTRY_SYNC_ERRORS: &str = "vigil_registry_sync_errors_total";
 /// When a model was last read from its registry and found served as it says, Unix seconds.

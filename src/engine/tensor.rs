@@ -203,6 +203,24 @@ impl TensorData {
         }
     }
 
+    /// Appends `other`'s elements; false (and nothing appended) when the types differ.
+    pub fn extend_from(&mut self, other: &TensorData) -> bool {
+        macro_rules! extend {
+            ($($variant:ident),*) => {
+                match (self, other) {
+                    $((TensorData::$variant(mine), TensorData::$variant(theirs)) => {
+                        mine.extend_from_slice(theirs);
+                        true
+                    })*
+                    _ => false,
+                }
+            };
+        }
+        extend!(
+            Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64, String
+        )
+    }
+
     /// Element `index` as an `f64`, for numeric data (`None` for strings or out of range).
     pub fn get_f64(&self, index: usize) -> Option<f64> {
         Some(match self {
@@ -244,6 +262,43 @@ pub struct Tensor {
 }
 
 impl Tensor {
+    /// The tensors stacked along their first dimension (rows); `None` when they differ in type
+    /// or in any other dimension, or when there are none.
+    pub fn concat_rows(parts: &[&Tensor]) -> Option<Tensor> {
+        let (first, rest) = parts.split_first()?;
+        let tail = first.shape.get(1..)?;
+        let mut shape = first.shape.clone();
+        let mut data = first.data.clone();
+        for part in rest {
+            if part.shape.get(1..)? != tail || !data.extend_from(&part.data) {
+                return None;
+            }
+            shape[0] += part.shape[0];
+        }
+        Tensor::new(shape, data).ok()
+    }
+
+    /// The tensor cut along its first dimension into pieces of `rows` rows each; `None` when
+    /// the rows do not add up to its first dimension.
+    pub fn split_rows(&self, rows: &[usize]) -> Option<Vec<Tensor>> {
+        let total = *self.shape.first()?;
+        if rows.iter().sum::<usize>() != total {
+            return None;
+        }
+        let per_row = element_count(&self.shape[1..])?;
+        let mut start = 0;
+        rows.iter()
+            .map(|&count| {
+                let end = start + count * per_row;
+                let mut shape = self.shape.clone();
+                shape[0] = count;
+                let piece = Tensor::new(shape, self.data.slice(start, end)).ok();
+                start = end;
+                piece
+            })
+            .collect()
+    }
+
     /// Builds a tensor, checking that the shape holds exactly the given elements.
     ///
     /// # Errors

@@ -193,6 +193,7 @@ pub fn metadata(described: Described<'_>) -> Result<Metadata, String> {
         threshold,
         params,
         metrics,
+        batching: None,
         source: Some(described.source),
     })
 }

@@ -71,9 +71,23 @@ pub struct Metadata {
     /// Validation and test scores.
     #[serde(default)]
     pub metrics: Scores,
+    /// Dynamic batching (Triton's dynamic batcher semantics); off when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batching: Option<Batching>,
     /// Where the version came from, for versions taken from a model registry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<Source>,
+}
+
+/// `[batching]`: concurrent requests to a version run as one batch, which runs when it holds
+/// `max_rows` rows or when its oldest request has waited `max_queue_delay_us`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Batching {
+    /// Most rows in one batch.
+    pub max_rows: usize,
+    /// Longest time the oldest request of a batch waits for more, in microseconds.
+    pub max_queue_delay_us: u64,
 }
 
 /// A version taken from a model registry: which one, and what was downloaded.

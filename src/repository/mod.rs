@@ -5,7 +5,7 @@
 mod metadata;
 mod reference;
 
-pub use self::metadata::{Metadata, Scores, Source, Task, higher_is_better};
+pub use self::metadata::{Batching, Metadata, Scores, Source, Task, higher_is_better};
 pub use self::reference::{MAX_REFERENCE_ROWS, Reference};
 use std::cmp::Ordering;
 use std::path::{Path, PathBuf};

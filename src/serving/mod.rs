@@ -8,6 +8,7 @@
 //! published by the one change path (`commit.rs`).
 
 mod admission;
+mod batcher;
 mod changes;
 mod commit;
 mod deployment;
@@ -347,7 +348,10 @@ impl Registry {
         let copies = (!takers.is_empty()).then(|| Arc::new(inputs.clone()));
         let (tensors, rows) = fit_inputs(version.signature(), inputs, self.options.max_batch_rows)?;
         let started = Instant::now();
-        let (tensors, mut outputs) = if version.cost.estimate(rows) <= self.options.inline_budget {
+        let (tensors, mut outputs) = if let Some(batcher) = &version.batcher {
+            let (tensors, outputs) = batcher.run(tensors, rows).await?;
+            (tensors, outputs?)
+        } else if version.cost.estimate(rows) <= self.options.inline_budget {
             let outputs = version.run(&tensors)?;
             (tensors, outputs)
         } else {

@@ -1,6 +1,7 @@
 //! A loaded, warmed version: engine, metadata, output roles, and the measured cost that decides
 //! whether a request runs inline on the async worker or on the blocking pool.
 
+use super::batcher::Batcher;
 use super::outputs::{OutputRoles, prediction_values};
 use super::threshold;
 use crate::engine::{
@@ -80,8 +81,10 @@ pub struct LoadedVersion {
     pub served_outputs: Vec<TensorSpec>,
     /// Monitoring: windows, drift, outliers, request and threshold figures.
     pub monitor: VersionMonitor,
+    /// The dynamic batcher, when `[batching]` turns it on.
+    pub batcher: Option<Batcher>,
     class_names: Vec<String>,
-    engine: Box<dyn Model>,
+    engine: Arc<dyn Model>,
 }
 
 impl std::fmt::Debug for LoadedVersion {
@@ -107,7 +110,7 @@ impl LoadedVersion {
             return Err(RepositoryError::MissingModel(dir.path.clone()).into());
         }
         let reference = dir.read_reference()?;
-        let engine = context.engines.load(metadata.engine, &onnx)?;
+        let engine: Arc<dyn Model> = Arc::from(context.engines.load(metadata.engine, &onnx)?);
         let roles = OutputRoles::find(engine.signature(), metadata.task);
         let cost = warm_up(engine.as_ref(), reference.as_ref())?;
         let mut served_outputs = engine.signature().outputs.clone();
@@ -123,6 +126,19 @@ impl LoadedVersion {
             })
             .unwrap_or_default();
         let class_names = class_names(engine.signature(), roles, &metadata);
+        let batcher = metadata.batching.and_then(|settings| {
+            let labels = [
+                ("model", dir.model.as_str()),
+                ("version", dir.version.as_str()),
+            ];
+            let counters = (
+                context.metrics.counter(crate::metrics::BATCHES, &labels),
+                context
+                    .metrics
+                    .counter(crate::metrics::BATCHED_REQUESTS, &labels),
+            );
+            Batcher::start(Arc::clone(&engine), settings, counters)
+        });
         let load_time = started.elapsed();
         let monitor = VersionMonitor::new(
             &dir.model,
@@ -142,6 +158,7 @@ impl LoadedVersion {
             load_time,
             served_outputs,
             monitor,
+            batcher,
             class_names,
             engine,
         })
