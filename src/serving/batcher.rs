@@ -31,8 +31,9 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    /// Starts a batcher for `engine` on the current tokio runtime, counting into `counters`
-    /// (batches, requests); `None` outside a runtime.
+    /// Starts a batcher for `engine` on the current tokio runtime, with one worker per CPU
+    /// (so one batch runs while the next one gathers), counting into `counters` (batches,
+    /// requests); `None` outside a runtime.
     pub fn start(
         engine: Arc<dyn Model>,
         settings: Batching,
@@ -40,7 +41,16 @@ impl Batcher {
     ) -> Option<Batcher> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (jobs, queue) = mpsc::channel(QUEUE);
-        runtime.spawn(work(engine, settings, queue, counters));
+        let queue = Arc::new(tokio::sync::Mutex::new(queue));
+        let workers = std::thread::available_parallelism().map_or(2, usize::from);
+        for _ in 0..workers {
+            runtime.spawn(work(
+                Arc::clone(&engine),
+                settings,
+                Arc::clone(&queue),
+                counters.clone(),
+            ));
+        }
         Some(Batcher { jobs })
     }
 
@@ -63,39 +73,31 @@ impl Batcher {
     }
 }
 
-/// The worker: gathers a batch, runs it, answers, and again, until every sender is gone.
+/// One worker: gathers a batch (holding the queue meanwhile), runs it, answers, and again,
+/// until every sender is gone.
 async fn work(
     engine: Arc<dyn Model>,
     settings: Batching,
-    mut queue: mpsc::Receiver<Job>,
+    queue: Arc<tokio::sync::Mutex<mpsc::Receiver<Job>>>,
     (batches, requests): (Counter, Counter),
 ) {
     let delay = Duration::from_micros(settings.max_queue_delay_us);
     let mut carried: Option<Job> = None;
     loop {
-        let first = match carried.take() {
-            Some(job) => job,
-            None => match queue.recv().await {
+        let batch = {
+            let mut queue = queue.lock().await;
+            let first = match carried.take() {
                 Some(job) => job,
-                None => return,
-            },
+                None => match queue.recv().await {
+                    Some(job) => job,
+                    None => return,
+                },
+            };
+            let deadline = tokio::time::Instant::now() + delay;
+            let (batch, left) = gather(first, &mut queue, settings.max_rows, deadline).await;
+            carried = left;
+            batch
         };
-        let deadline = tokio::time::Instant::now() + delay;
-        let mut rows = first.rows;
-        let mut batch = vec![first];
-        while rows < settings.max_rows {
-            match tokio::time::timeout_at(deadline, queue.recv()).await {
-                Ok(Some(job)) if rows + job.rows <= settings.max_rows => {
-                    rows += job.rows;
-                    batch.push(job);
-                }
-                Ok(Some(job)) => {
-                    carried = Some(job);
-                    break;
-                }
-                Ok(None) | Err(_) => break,
-            }
-        }
         batches.increment(1);
         requests.increment(batch.len() as u64);
         let engine = Arc::clone(&engine);
@@ -104,6 +106,48 @@ async fn work(
             tracing::error!(%error, "a batch did not finish");
         }
     }
+}
+
+/// A batch starting with `first`: whatever is queued, then what arrives until `deadline`, up
+/// to `max_rows` rows; also the job that did not fit, if one came. Waits of less than a
+/// millisecond (below the timer's resolution) yield to other tasks instead of sleeping.
+async fn gather(
+    first: Job,
+    queue: &mut mpsc::Receiver<Job>,
+    max_rows: usize,
+    deadline: tokio::time::Instant,
+) -> (Vec<Job>, Option<Job>) {
+    let mut rows = first.rows;
+    let mut batch = vec![first];
+    while rows < max_rows {
+        let next = match queue.try_recv() {
+            Ok(job) => Some(job),
+            Err(mpsc::error::TryRecvError::Disconnected) => None,
+            Err(mpsc::error::TryRecvError::Empty) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    None
+                } else if left < Duration::from_millis(1) {
+                    tokio::task::yield_now().await;
+                    continue;
+                } else {
+                    tokio::time::timeout_at(deadline, queue.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            }
+        };
+        match next {
+            Some(job) if rows + job.rows <= max_rows => {
+                rows += job.rows;
+                batch.push(job);
+            }
+            Some(job) => return (batch, Some(job)),
+            None => break,
+        }
+    }
+    (batch, None)
 }
 
 /// Runs `batch` as one call when its requests stack, else (or when that call fails, so that
