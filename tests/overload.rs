@@ -65,6 +65,11 @@ async fn statuses(
     out
 }
 
+/// How many of `answers` have `status`.
+fn count(answers: &[(StatusCode, Option<String>)], status: StatusCode) -> usize {
+    answers.iter().filter(|(s, _)| *s == status).count()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_full_queue_is_refused_at_once_with_retry_after() {
     let mut config = Config::for_models(models_dir());
@@ -72,14 +77,8 @@ async fn a_full_queue_is_refused_at_once_with_retry_after() {
     config.admission.max_queue = Some(0);
     let gateway = TestGateway::start_with(config).await;
     let answers = statuses(&gateway, 32, None).await;
-    let refused = answers
-        .iter()
-        .filter(|(status, _)| *status == StatusCode::TOO_MANY_REQUESTS)
-        .count();
-    let served = answers
-        .iter()
-        .filter(|(status, _)| *status == StatusCode::OK)
-        .count();
+    let refused = count(&answers, StatusCode::TOO_MANY_REQUESTS);
+    let served = count(&answers, StatusCode::OK);
     assert_eq!(
         refused + served,
         answers.len(),
@@ -112,14 +111,8 @@ async fn a_request_whose_deadline_passes_while_waiting_gets_503_without_running(
     let rows_before = rows_inferred(&gateway).await;
     // Each 4,096-row forest call takes milliseconds; a 1 ms deadline cannot wait for 31 of them.
     let answers = statuses(&gateway, 32, Some(1_000)).await;
-    let expired = answers
-        .iter()
-        .filter(|(status, _)| *status == StatusCode::SERVICE_UNAVAILABLE)
-        .count();
-    let served = answers
-        .iter()
-        .filter(|(status, _)| *status == StatusCode::OK)
-        .count();
+    let expired = count(&answers, StatusCode::SERVICE_UNAVAILABLE);
+    let served = count(&answers, StatusCode::OK);
     assert_eq!(
         expired + served,
         answers.len(),
