@@ -61,8 +61,17 @@ static GLOBAL: Counting = Counting;
 
 const URI: &str = "/v2/models/iris/versions/1/infer";
 const BODY: &str = r#"{"inputs":[{"name":"float_input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}]}"#;
+/// Requests before counting, and requests counted (`REQUEST_COST_REQUESTS` overrides the
+/// latter, e.g. for a run under a heap profiler).
 const WARM_UP: u64 = 20_000;
 const MEASURED: u64 = 200_000;
+
+fn measured() -> u64 {
+    std::env::var("REQUEST_COST_REQUESTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(MEASURED)
+}
 
 async fn infer(app: &Router) -> StatusCode {
     let Ok(request) = Request::post(URI)
@@ -104,8 +113,10 @@ fn main() {
         feedback,
         None,
     ));
+    let measured = measured();
+    let warm_up = WARM_UP.min(measured);
     let (total, allocations, bytes) = runtime.block_on(async {
-        for _ in 0..WARM_UP {
+        for _ in 0..warm_up {
             assert_eq!(infer(&app).await, StatusCode::OK);
         }
         let (a0, b0) = (
@@ -113,7 +124,7 @@ fn main() {
             BYTES.load(Ordering::Relaxed),
         );
         let started = Instant::now();
-        for _ in 0..MEASURED {
+        for _ in 0..measured {
             black_box(infer(&app).await);
         }
         let total = started.elapsed();
@@ -130,30 +141,30 @@ fn main() {
         .version;
     let input = Tensor::new(vec![1, 4], TensorData::F32(vec![5.1, 3.5, 1.4, 0.2])).expect("tensor");
     let inputs = [input];
-    for _ in 0..WARM_UP {
+    for _ in 0..warm_up {
         black_box(version.run(&inputs).expect("runs"));
     }
     let started = Instant::now();
-    for _ in 0..MEASURED {
+    for _ in 0..measured {
         black_box(version.run(black_box(&inputs)).expect("runs"));
     }
     let engine = started.elapsed();
-    let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / MEASURED as f64;
+    let per = |d: std::time::Duration| d.as_secs_f64() * 1e6 / measured as f64;
     println!(
-        "{MEASURED} single-row requests (monitoring and inference log on): {:.2} µs per request, \
+        "{measured} single-row requests (monitoring and inference log on): {:.2} µs per request, \
          ONNX Runtime alone {:.2} µs, gateway {:.2} µs; {:.1} allocations and {:.0} bytes per request",
         per(total),
         per(engine),
         per(total) - per(engine),
-        allocations as f64 / MEASURED as f64,
-        bytes as f64 / MEASURED as f64,
+        allocations as f64 / measured as f64,
+        bytes as f64 / measured as f64,
     );
     println!(
         "RESULT request_us={:.2} engine_us={:.2} gateway_us={:.2} allocations={:.1} bytes={:.0}",
         per(total),
         per(engine),
         per(total) - per(engine),
-        allocations as f64 / MEASURED as f64,
-        bytes as f64 / MEASURED as f64,
+        allocations as f64 / measured as f64,
+        bytes as f64 / measured as f64,
     );
 }

@@ -24,20 +24,31 @@ pub enum BodyFormat {
     },
 }
 
-fn media_type(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+/// The media type of the body (`Content-Type` without parameters), as sent; compare it with
+/// [`is_media`] (media types are case-insensitive).
+fn media_type(headers: &HeaderMap) -> Result<Option<&str>, ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(None);
     };
     let text = value
         .to_str()
         .map_err(|_| ApiError::UnsupportedMediaType("(not text)".into()))?;
-    let media = text
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    Ok(Some(media))
+    Ok(Some(text.split(';').next().unwrap_or("").trim()))
+}
+
+/// True when `media` is `expected`, ignoring case.
+fn is_media(media: &str, expected: &str) -> bool {
+    media.eq_ignore_ascii_case(expected)
+}
+
+/// True for `application/json` and structured `…+json` types.
+fn is_json(media: &str) -> bool {
+    is_media(media, "application/json")
+        || media
+            .len()
+            .checked_sub(5)
+            .and_then(|at| media.get(at..))
+            .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
 }
 
 fn check_encoding(headers: &HeaderMap) -> Result<(), ApiError> {
@@ -71,11 +82,15 @@ pub fn inference_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
                     "expected the byte length of the JSON header as a non-negative integer",
                 )
             })?;
-        return match media.as_deref() {
-            None | Some("application/octet-stream") | Some("application/json") => {
+        return match media {
+            None => Ok(BodyFormat::JsonWithBinary { json_len }),
+            Some(media)
+                if is_media(media, "application/octet-stream")
+                    || is_media(media, "application/json") =>
+            {
                 Ok(BodyFormat::JsonWithBinary { json_len })
             }
-            Some(other) => Err(ApiError::UnsupportedMediaType(other.to_string())),
+            Some(other) => Err(ApiError::UnsupportedMediaType(other.to_ascii_lowercase())),
         };
     }
     json_format(headers).map(|()| BodyFormat::Json)
@@ -87,10 +102,10 @@ pub fn inference_format(headers: &HeaderMap) -> Result<BodyFormat, ApiError> {
 /// [`ApiError::UnsupportedMediaType`] for anything else.
 pub fn json_format(headers: &HeaderMap) -> Result<(), ApiError> {
     check_encoding(headers)?;
-    match media_type(headers)?.as_deref() {
-        None | Some("application/json") => Ok(()),
-        Some(other) if other.ends_with("+json") => Ok(()),
-        Some(other) => Err(ApiError::UnsupportedMediaType(other.to_string())),
+    match media_type(headers)? {
+        None => Ok(()),
+        Some(media) if is_json(media) => Ok(()),
+        Some(other) => Err(ApiError::UnsupportedMediaType(other.to_ascii_lowercase())),
     }
 }
 

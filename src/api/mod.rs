@@ -169,8 +169,15 @@ impl AppState {
 
     /// A request id unique within this process and unlikely to repeat across restarts.
     pub fn next_request_id(&self) -> std::sync::Arc<str> {
+        use std::io::Write;
         let n = self.0.request_counter.fetch_add(1, Ordering::Relaxed);
-        std::sync::Arc::from(format!("{:08x}-{n:x}", self.0.request_prefix))
+        // `{prefix:08x}-{n:x}` is at most 8 + 1 + 16 bytes: written on the stack, so the id
+        // costs one allocation (the `Arc`).
+        let mut text = [0u8; 32];
+        let mut cursor = std::io::Cursor::new(&mut text[..]);
+        let _ = write!(cursor, "{:08x}-{n:x}", self.0.request_prefix);
+        let written = usize::try_from(cursor.position()).unwrap_or(0);
+        std::sync::Arc::from(std::str::from_utf8(&text[..written]).unwrap_or_default())
     }
 }
 

@@ -305,12 +305,17 @@ fn encode_response(
         id,
         outputs,
     };
-    let mut json = match serde_json::to_vec(&response) {
-        Ok(json) => json,
-        Err(error) => {
-            return ApiError::Encode(error.to_string()).into_response();
-        }
-    };
+    // Sized for the usual answer (names, shapes, ~24 bytes per element) so that writing it
+    // rarely grows the buffer.
+    let elements: usize = response
+        .outputs
+        .iter()
+        .map(|o| o.shape.iter().product::<usize>())
+        .sum();
+    let mut json = Vec::with_capacity(256 + 24 * elements + binary_part.len());
+    if let Err(error) = serde_json::to_writer(&mut json, &response) {
+        return ApiError::Encode(error.to_string()).into_response();
+    }
     let json_len = json.len();
     let binary = selection.iter().any(|&(_, binary)| binary) || (scores.is_some() && binary_scores);
     let mut headers = HeaderMap::new();
