@@ -150,6 +150,13 @@ async fn rows_inferred(gateway: &TestGateway) -> f64 {
         .sum()
 }
 
+/// A connection to `gateway` that has sent `bytes`.
+async fn connect_sending(gateway: &TestGateway, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(gateway.addr).await.expect("connect");
+    stream.write_all(bytes).await.expect("send");
+    stream
+}
+
 /// True when the server has closed `stream` (EOF or reset) within `limit`.
 async fn closed_within(stream: &mut TcpStream, limit: Duration) -> bool {
     let mut buffer = [0u8; 4096];
@@ -177,11 +184,11 @@ async fn slow_loris_connections_are_closed_and_others_keep_being_served() {
     let gateway = TestGateway::start_with(config).await;
     let mut lorises = Vec::new();
     for _ in 0..300 {
-        let mut stream = TcpStream::connect(gateway.addr).await.expect("connect");
-        stream
-            .write_all(b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Ty")
-            .await
-            .expect("half a header");
+        let stream = connect_sending(
+            &gateway,
+            b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Ty",
+        )
+        .await;
         lorises.push(stream);
     }
     let (status, _) = gateway.get_json("/v2/health/ready").await;
@@ -200,12 +207,11 @@ async fn a_slow_body_gets_408_and_an_idle_connection_is_closed() {
     limits(&mut config, 30_000, 500, 1);
     let gateway = TestGateway::start_with(config).await;
 
-    let mut slow = TcpStream::connect(gateway.addr).await.expect("connect");
-    slow.write_all(
+    let mut slow = connect_sending(
+        &gateway,
         b"POST /v2/models/iris/infer HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"inputs\"",
     )
-    .await
-    .expect("part of a body");
+    .await;
     let mut answer = vec![0u8; 4096];
     let read = tokio::time::timeout(Duration::from_secs(5), slow.read(&mut answer))
         .await
@@ -216,10 +222,8 @@ async fn a_slow_body_gets_408_and_an_idle_connection_is_closed() {
     assert!(text.contains("body_read_timeout_ms"), "{text}");
 
     // A keep-alive connection that goes quiet after a request is closed after the idle timeout.
-    let mut idle = TcpStream::connect(gateway.addr).await.expect("connect");
-    idle.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("request");
+    let mut idle =
+        connect_sending(&gateway, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let read = idle.read(&mut answer).await.expect("answer");
     assert!(String::from_utf8_lossy(&answer[..read]).starts_with("HTTP/1.1 200"));
     let started = Instant::now();
@@ -241,23 +245,15 @@ async fn connections_beyond_the_cap_wait_until_one_closes() {
     let gateway = TestGateway::start_with(config).await;
     let mut open = Vec::new();
     for _ in 0..3 {
-        let mut stream = TcpStream::connect(gateway.addr).await.expect("connect");
-        stream
-            .write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-            .await
-            .expect("request");
+        let mut stream =
+            connect_sending(&gateway, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n").await;
         let mut answer = [0u8; 1024];
         let read = stream.read(&mut answer).await.expect("answer");
         assert!(String::from_utf8_lossy(&answer[..read]).starts_with("HTTP/1.1 200"));
         open.push(stream);
     }
-    let mut fourth = TcpStream::connect(gateway.addr)
-        .await
-        .expect("backlog takes it");
-    fourth
-        .write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .expect("request");
+    let mut fourth =
+        connect_sending(&gateway, b"GET /v2/health/live HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let mut answer = [0u8; 1024];
     let early = tokio::time::timeout(Duration::from_millis(500), fourth.read(&mut answer)).await;
     assert!(
