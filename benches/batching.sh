@@ -20,8 +20,10 @@ WORK="$(mktemp -d)"
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 "$PYTHON" benches/heavy_model.py "$WORK/models" "$MAX_ROWS" "$DELAY_US"
 PORT=$((20000 + RANDOM % 20000))
+# Closed-loop clients at c=64 keep 64 requests in the gateway: a deep queue measures throughput
+# instead of the default queue's 429s (benches/soak.sh measures shedding).
 "$VIGIL_BIN" serve --models "$WORK/models" --state "$WORK/state" --addr "127.0.0.1:$PORT" \
-    --inference-log false >"$WORK/vigil.log" 2>&1 &
+    --inference-log false --max-queue 4096 >"$WORK/vigil.log" 2>&1 &
 PID=$!
 for _ in $(seq 100); do curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null && break; sleep 0.2; done
 row="$(python3 -c 'print(",".join(["0.5"]*30))')"

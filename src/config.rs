@@ -182,10 +182,14 @@ pub struct ServeArgs {
     /// Inferences of one model running at once [default: 4 × CPU count]
     #[arg(long, env = "VIGIL_MAX_IN_FLIGHT")]
     pub max_in_flight: Option<usize>,
-    /// Requests of one model waiting to run; more get 429 [default: what the champion's
-    /// measured cost lets finish within the request timeout, 16 to 4096]
+    /// Requests of one model waiting to run; more get 429 [default: what the cores work off in
+    /// 1 ms or 10 × the champion's measured cost, minus max_in_flight; 1 per core to 4096]
     #[arg(long, env = "VIGIL_MAX_QUEUE")]
     pub max_queue: Option<usize>,
+    /// Milliseconds requests may wait to be read (the runtime's scheduling delay) before new
+    /// inferences get 429; 0 or unset: no shedding [default: off]
+    #[arg(long, env = "VIGIL_SHED_DELAY_MS")]
+    pub shed_delay_ms: Option<u64>,
     /// Most connections open at once; more wait in the listen backlog [default: 4096]
     #[arg(long, env = "VIGIL_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
@@ -341,6 +345,7 @@ struct FileConfig {
     request_timeout_ms: Option<u64>,
     max_in_flight: Option<usize>,
     max_queue: Option<usize>,
+    shed_delay_ms: Option<u64>,
     max_connections: Option<usize>,
     header_read_timeout_ms: Option<u64>,
     body_read_timeout_ms: Option<u64>,
@@ -490,6 +495,8 @@ impl Config {
                 max_in_flight: 4 * default_sessions(),
                 max_queue: None,
                 default_timeout: DEFAULT_REQUEST_TIMEOUT,
+                cores: default_sessions(),
+                shed_delay: None,
             },
             connections: ConnectionLimits {
                 max_connections: DEFAULT_MAX_CONNECTIONS,
@@ -633,6 +640,12 @@ impl Config {
                     .request_timeout_ms
                     .or(file.request_timeout_ms)
                     .map_or(defaults.admission.default_timeout, Duration::from_millis),
+                cores: defaults.admission.cores,
+                shed_delay: match args.shed_delay_ms.or(file.shed_delay_ms) {
+                    None => defaults.admission.shed_delay,
+                    Some(0) => None,
+                    Some(ms) => Some(Duration::from_millis(ms)),
+                },
             },
             connections: ConnectionLimits {
                 max_connections: args

@@ -99,9 +99,13 @@ pub async fn serve(
 
 /// A connection that fails its pending read once nothing has been read or written for
 /// `timeout` (hyper then closes it).
+///
+/// Activity only records the time; the timer is moved when it fires early, so a busy connection
+/// touches the timer wheel about once per `timeout` rather than twice per request.
 struct IdleTimeout {
     stream: TcpStream,
     timeout: Duration,
+    last_active: Instant,
     idle: Pin<Box<Sleep>>,
 }
 
@@ -110,12 +114,28 @@ impl IdleTimeout {
         IdleTimeout {
             stream,
             timeout,
+            last_active: Instant::now(),
             idle: Box::pin(tokio::time::sleep(timeout)),
         }
     }
 
     fn active(&mut self) {
-        self.idle.as_mut().reset(Instant::now() + self.timeout);
+        self.last_active = Instant::now();
+    }
+
+    /// Whether the connection has been idle for `timeout`; registers `cx` to be woken when it
+    /// could be.
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+        loop {
+            if self.idle.as_mut().poll(cx).is_pending() {
+                return false;
+            }
+            let due = self.last_active + self.timeout;
+            if due <= Instant::now() {
+                return true;
+            }
+            self.idle.as_mut().reset(due);
+        }
     }
 }
 
@@ -134,7 +154,7 @@ impl AsyncRead for IdleTimeout {
                 Poll::Ready(result)
             }
             Poll::Pending => {
-                if self.idle.as_mut().poll(cx).is_ready() {
+                if self.poll_idle(cx) {
                     return Poll::Ready(Err(std::io::Error::new(
                         std::io::ErrorKind::TimedOut,
                         "connection idle for longer than idle_timeout_secs",
@@ -185,10 +205,13 @@ impl AsyncWrite for IdleTimeout {
 }
 
 /// A request body that must arrive whole before a deadline; past it, it yields
-/// [`BodyTimedOut`]. The timer starts at the first poll (when the handler reads the body).
+/// [`BodyTimedOut`]. The clock starts at the first poll (when the handler reads the body); the
+/// timer itself is only set when the body is not already there, which for small bodies it
+/// usually is.
 struct Deadline {
     body: Incoming,
     timeout: Duration,
+    started: Option<Instant>,
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
@@ -197,6 +220,7 @@ impl Deadline {
         Deadline {
             body,
             timeout,
+            started: None,
             deadline: None,
         }
     }
@@ -211,15 +235,23 @@ impl HttpBody for Deadline {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let timeout = self.timeout;
-        let deadline = self
-            .deadline
-            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
-        if deadline.as_mut().poll(cx).is_ready() {
+        let started = *self.started.get_or_insert_with(Instant::now);
+        if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
             return Poll::Ready(Some(Err(Box::new(BodyTimedOut(timeout)))));
         }
-        Pin::new(&mut self.body)
+        let frame = Pin::new(&mut self.body)
             .poll_frame(cx)
-            .map(|frame| frame.map(|f| f.map_err(Into::into)))
+            .map(|frame| frame.map(|f| f.map_err(Into::into)));
+        if frame.is_pending() && self.deadline.is_none() {
+            let mut deadline = Box::pin(tokio::time::sleep_until(started + timeout));
+            if deadline.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Some(Err(Box::new(BodyTimedOut(timeout)))));
+            }
+            self.deadline = Some(deadline);
+        }
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

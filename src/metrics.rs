@@ -101,6 +101,9 @@ pub const RETRAIN_DELIVERIES: &str = "vigil_retrain_deliveries_total";
 pub const BATCHES: &str = "vigil_batches_total";
 /// Requests answered through a version's dynamic batcher.
 pub const BATCHED_REQUESTS: &str = "vigil_batched_requests_total";
+/// Requests refused by a model's admission control, by model and reason (`queue_full`: 429,
+/// `deadline`: 503 after waiting past the request's deadline).
+pub const ADMISSION_REFUSED: &str = "vigil_admission_refused_total";
 /// Failed registry syncs, by model and reason (`unreachable`, `missing_alias`, `download`, ...).
 pub const REGISTRY_SYNC_ERRORS: &str = "vigil_registry_sync_errors_total";
 /// When a model was last read from its registry and found served as it says, Unix seconds.
@@ -189,7 +192,7 @@ impl Metrics {
 
     fn describe(&self) {
         let seconds = Some(Unit::Seconds);
-        let described: [(&'static str, Option<Unit>, &'static str); 12] = [
+        let described: [(&'static str, Option<Unit>, &'static str); 13] = [
             (
                 REQUESTS_TOTAL,
                 None,
@@ -208,6 +211,11 @@ impl Metrics {
                 "Gateway overhead: whole request time minus inference time.",
             ),
             (IN_FLIGHT, None, "Requests being served now."),
+            (
+                ADMISSION_REFUSED,
+                None,
+                "Requests refused by admission control: queue full (429) or deadline passed while waiting (503).",
+            ),
             (
                 SHADOW_MIRRORED,
                 None,

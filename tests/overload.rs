@@ -1,7 +1,8 @@
 //! Protection from overload and from slow or idle clients, over real sockets: a full queue gets
 //! 429 with `Retry-After`, a request whose deadline (`parameters.timeout`) passes while waiting
-//! gets 503 without running, and slow-loris connections, slow bodies, idle connections and too
-//! many connections are all bounded.
+//! gets 503 without running, load shedding refuses inferences (and only inferences) while the
+//! scheduling delay is above its limit, and slow-loris connections, slow bodies, idle
+//! connections and too many connections are all bounded.
 
 #![allow(
     clippy::expect_used,
@@ -95,6 +96,11 @@ async fn a_full_queue_is_refused_at_once_with_retry_after() {
             .all(|(_, retry)| retry.as_deref() == Some("1")),
         "every 429 says when to retry: {answers:?}"
     );
+    assert_eq!(
+        refusals(&gateway, "queue_full").await,
+        refused as f64,
+        "every 429 is counted"
+    );
     // Capacity comes back.
     let (status, _) = gateway
         .post_json("/v2/models/iris/versions/2/infer", &heavy_body(4, None))
@@ -121,6 +127,11 @@ async fn a_request_whose_deadline_passes_while_waiting_gets_503_without_running(
     assert!(expired >= 1, "no request expired: {answers:?}");
     let rows = rows_inferred(&gateway).await - rows_before;
     assert_eq!(rows, served as f64 * 4096.0, "expired requests never ran");
+    assert_eq!(
+        refusals(&gateway, "deadline").await,
+        expired as f64,
+        "every expiry is counted"
+    );
     let (status, answer) = gateway
         .post_json(
             "/v2/models/iris/infer",
@@ -137,17 +148,90 @@ async fn a_request_whose_deadline_passes_while_waiting_gets_503_without_running(
     );
 }
 
-/// Rows inferred by iris version 2, from `/metrics`.
-async fn rows_inferred(gateway: &TestGateway) -> f64 {
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inferences_are_shed_while_the_scheduling_delay_is_above_its_limit() {
+    let mut config = Config::for_models(models_dir());
+    // No yield comes back within a nanosecond: after three probes every inference is shed.
+    config.admission.shed_delay = Some(Duration::from_nanos(1));
+    let gateway = TestGateway::start_with(config).await;
+    let body = v2_body("float_input", &[vec![5.1, 3.5, 1.4, 0.2]]);
+    let since = Instant::now();
+    let response = loop {
+        let response = gateway
+            .client
+            .post(gateway.url("/v2/models/iris/infer"))
+            .json(&body)
+            .send()
+            .await
+            .expect("sent");
+        if response.status() != StatusCode::OK || since.elapsed() > Duration::from_secs(5) {
+            break response;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let answer: serde_json::Value = response.json().await.expect("json error");
+    assert!(
+        answer["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("overloaded") && e.contains("shed_delay_ms")),
+        "{answer}"
+    );
+    let (status, _) = gateway
+        .post_json(
+            "/v1/models/iris:predict",
+            &serde_json::json!({"instances": [[5.1, 3.5, 1.4, 0.2]]}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "v1 is shed too");
+    // Health, metadata and the admin API are never shed.
+    for path in [
+        "/v2/health/ready",
+        "/v2/models/iris",
+        "/v2/models/iris/ready",
+    ] {
+        let (status, _) = gateway.get_json(path).await;
+        assert_eq!(status, StatusCode::OK, "{path}");
+    }
+    assert!(refusals(&gateway, "pressure").await >= 2.0);
+}
+
+/// The sum of the `/metrics` series named `name` whose labels include all of `labels`.
+async fn metric_sum(gateway: &TestGateway, name: &str, labels: &[&str]) -> f64 {
     let text = gateway.metrics_text().await;
+    let prefix = format!("{name}{{");
     text.lines()
-        .filter(|l| {
-            l.starts_with("vigil_rows_total{")
-                && l.contains("model=\"iris\"")
-                && l.contains("version=\"2\"")
-        })
+        .filter(|l| l.starts_with(&prefix) && labels.iter().all(|label| l.contains(label)))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
+}
+
+/// Rows inferred by iris version 2.
+async fn rows_inferred(gateway: &TestGateway) -> f64 {
+    metric_sum(
+        gateway,
+        "vigil_rows_total",
+        &["model=\"iris\"", "version=\"2\""],
+    )
+    .await
+}
+
+/// Requests of iris refused by admission control for `reason`.
+async fn refusals(gateway: &TestGateway, reason: &str) -> f64 {
+    let reason = format!("reason=\"{reason}\"");
+    metric_sum(
+        gateway,
+        "vigil_admission_refused_total",
+        &["model=\"iris\"", &reason],
+    )
+    .await
 }
 
 /// A connection to `gateway` that has sent `bytes`.

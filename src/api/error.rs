@@ -109,7 +109,9 @@ impl ApiError {
                 ServingError::Unavailable { .. } | ServingError::DeadlineExceeded { .. } => {
                     StatusCode::SERVICE_UNAVAILABLE
                 }
-                ServingError::Overloaded { .. } => StatusCode::TOO_MANY_REQUESTS,
+                ServingError::Overloaded { .. } | ServingError::Busy { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
                 ServingError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
                 ServingError::TooManyRows { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ServingError::Conflict(_) => StatusCode::CONFLICT,
@@ -191,7 +193,7 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(_) => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Serving(ServingError::Overloaded { .. }) => {
+            ApiError::Serving(ServingError::Overloaded { .. } | ServingError::Busy { .. }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             ApiError::BodyTimeout(_) | ApiError::ShuttingDown => {

@@ -61,7 +61,11 @@ where
         Ok(route) => {
             let version = Arc::clone(&route.version);
             let role = route.role.traffic();
-            (Some(version), role, handler(route).await)
+            let outcome = match app.registry().shed(&route) {
+                Ok(()) => handler(route).await,
+                Err(busy) => Err(ApiError::from(busy)),
+            };
+            (Some(version), role, outcome)
         }
         Err(error) => (None, TrafficRole::Champion, Err(ApiError::from(error))),
     };

@@ -3,11 +3,11 @@
 //! prediction, and is what ground-truth feedback refers to.
 
 use super::{ApiError, AppState};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, HeaderName};
 use std::sync::Arc;
 
 /// The request header (and response header) that carries the id.
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub const REQUEST_ID_HEADER: HeaderName = HeaderName::from_static("x-request-id");
 /// Longest id accepted, in bytes.
 pub const MAX_ID_BYTES: usize = 256;
 

@@ -13,7 +13,7 @@ use crate::serving::{
 };
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method};
 use axum::response::{IntoResponse, Response};
 use serde::ser::SerializeMap;
@@ -54,16 +54,18 @@ pub async fn dispatch(
     State(app): State<AppState>,
     method: Method,
     Path(rest): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Result<Response, ApiError> {
+    // The request is taken whole so that its headers are borrowed, not copied.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
     let no_route = || ApiError::NoRoute {
         method: method.to_string(),
         path: format!("/v1/models/{rest}"),
     };
     if let Some(model) = rest.strip_suffix("/feedback").filter(|m| !m.contains('/')) {
         return match method {
-            Method::POST => super::feedback::submit(&app, model, &headers, body).await,
+            Method::POST => super::feedback::submit(&app, model, headers, body).await,
             _ => Err(ApiError::MethodNotAllowed(method.to_string())),
         };
     }
@@ -72,7 +74,7 @@ pub async fn dispatch(
         (Some("predict"), &Method::POST) => {
             let route = app.registry().route(&path.model, path.version.as_deref());
             Ok(observed(&app, Protocol::V1, &path.model, route, |route| {
-                predict(&app, route, &headers, body)
+                predict(&app, route, headers, body)
             })
             .await)
         }

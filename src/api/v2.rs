@@ -17,7 +17,7 @@ use crate::serving::{PredictOptions, Prediction, Route};
 pub const OUTLIER_SCORE_OUTPUT: &str = "outlier_score";
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
@@ -134,12 +134,13 @@ pub async fn version_ready(
 pub async fn infer(
     State(app): State<AppState>,
     Path(model): Path<String>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
+    // The request is taken whole so that its headers are borrowed, not copied.
+    let (parts, body) = request.into_parts();
     let route = app.registry().route(&model, None);
     observed(&app, Protocol::V2, &model, route, |route| {
-        run_infer(&app, route, &headers, body)
+        run_infer(&app, route, &parts.headers, body)
     })
     .await
 }
@@ -148,12 +149,13 @@ pub async fn infer(
 pub async fn infer_version(
     State(app): State<AppState>,
     Path((model, version)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
+    // The request is taken whole so that its headers are borrowed, not copied.
+    let (parts, body) = request.into_parts();
     let route = app.registry().route(&model, Some(&version));
     observed(&app, Protocol::V2, &model, route, |route| {
-        run_infer(&app, route, &headers, body)
+        run_infer(&app, route, &parts.headers, body)
     })
     .await
 }

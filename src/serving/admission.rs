@@ -4,38 +4,54 @@
 //! running (503). Shadows run on their own workers and never take a model's capacity.
 
 use super::ServingError;
+use super::pressure::Pressure;
 use super::version::InferenceCost;
+use crate::metrics::{ADMISSION_REFUSED, Metrics};
+use metrics::Counter;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-/// Shortest and longest derived queue.
-const DERIVED_QUEUE: (usize, usize) = (16, 4096);
+/// Longest derived queue.
+const LONGEST_DERIVED_QUEUE: usize = 4096;
+/// The wait a derived queue aims at: this, or ten times the model's cost if that is longer.
+const QUEUE_WAIT_TARGET: Duration = Duration::from_millis(1);
 
 /// How much each model admits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AdmissionSettings {
     /// Inferences of one model running at once.
     pub max_in_flight: usize,
-    /// Requests waiting for one; `None`: as many as the champion's measured cost lets finish
-    /// within the default timeout (at least 16, at most 4096).
+    /// Requests waiting for one; `None`: derived from the version's measured cost and `cores`
+    /// (see [`AdmissionSettings::queue_for`]).
     pub max_queue: Option<usize>,
     /// Deadline of requests that name none.
     pub default_timeout: Duration,
+    /// CPU cores inferences share, for the derived queue.
+    pub cores: usize,
+    /// Scheduling delay above which new inferences are refused (see [`super::Pressure`]);
+    /// `None`: never.
+    pub shed_delay: Option<Duration>,
 }
 
 impl AdmissionSettings {
-    /// The queue bound for a version of cost `cost`.
+    /// The queue bound for a version of cost `cost`: `max_queue` when set, else as many
+    /// requests as the cores work off (together with the `max_in_flight` already running) in
+    /// 1 ms or ten times the cost, whichever is longer — at least one per core, at most 4096.
+    /// Under sustained overload the wait of an admitted request so stays a small multiple of
+    /// the model's own time; the excess is refused at once instead of queueing for seconds.
     pub fn queue_for(&self, cost: &InferenceCost) -> usize {
         self.max_queue.unwrap_or_else(|| {
             let per_request = cost.fixed.max(Duration::from_micros(1));
-            let rounds = self.default_timeout.as_nanos() / per_request.as_nanos();
-            let derived = rounds.saturating_mul(self.max_in_flight as u128);
+            let wait = QUEUE_WAIT_TARGET.max(per_request * 10);
+            let cores = self.cores.max(1);
+            let drained = wait.as_nanos() * cores as u128 / per_request.as_nanos();
+            let derived = drained.saturating_sub(self.max_in_flight as u128);
             usize::try_from(derived)
                 .unwrap_or(usize::MAX)
-                .clamp(DERIVED_QUEUE.0, DERIVED_QUEUE.1)
+                .clamp(cores, LONGEST_DERIVED_QUEUE)
         })
     }
 }
@@ -45,8 +61,9 @@ impl AdmissionSettings {
 pub struct Admission {
     permits: Arc<Semaphore>,
     waiting: AtomicUsize,
-    refused: AtomicU64,
-    expired: AtomicU64,
+    queue_full: Counter,
+    expired: Counter,
+    shed: Counter,
 }
 
 /// The right to run one inference; released when dropped.
@@ -65,13 +82,17 @@ impl Drop for Waiting<'_> {
 }
 
 impl Admission {
-    /// Admission for `max_in_flight` inferences at once.
-    pub fn new(max_in_flight: usize) -> Admission {
+    /// Admission for `max_in_flight` inferences of `model` at once, counting refusals in
+    /// `metrics`.
+    pub fn new(model: &str, max_in_flight: usize, metrics: &Metrics) -> Admission {
+        let refused =
+            |reason| metrics.counter(ADMISSION_REFUSED, &[("model", model), ("reason", reason)]);
         Admission {
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
             waiting: AtomicUsize::new(0),
-            refused: AtomicU64::new(0),
-            expired: AtomicU64::new(0),
+            queue_full: refused("queue_full"),
+            expired: refused("deadline"),
+            shed: refused("pressure"),
         }
     }
 
@@ -92,7 +113,7 @@ impl Admission {
         }
         if self.waiting.fetch_add(1, Ordering::AcqRel) >= queue {
             self.waiting.fetch_sub(1, Ordering::AcqRel);
-            self.refused.fetch_add(1, Ordering::Relaxed);
+            self.queue_full.increment(1);
             return Err(ServingError::Overloaded {
                 model: model.to_string(),
                 queue,
@@ -119,24 +140,26 @@ impl Admission {
     }
 
     fn expire(&self, model: &str, deadline: Instant) -> ServingError {
-        self.expired.fetch_add(1, Ordering::Relaxed);
+        self.expired.increment(1);
         ServingError::DeadlineExceeded {
             model: model.to_string(),
             late: Instant::now().saturating_duration_since(deadline),
         }
     }
 
+    /// Refuses a request of `model` because the gateway is shedding load (`pressure`).
+    pub fn shed(&self, model: &str, pressure: &Pressure) -> ServingError {
+        self.shed.increment(1);
+        ServingError::Busy {
+            model: model.to_string(),
+            delay: pressure.delay(),
+            limit: pressure.limit().unwrap_or_default(),
+        }
+    }
+
     /// Requests waiting now.
     pub fn waiting(&self) -> usize {
         self.waiting.load(Ordering::Acquire)
-    }
-
-    /// Requests refused because the queue was full, and requests that expired waiting.
-    pub fn refusals(&self) -> (u64, u64) {
-        (
-            self.refused.load(Ordering::Relaxed),
-            self.expired.load(Ordering::Relaxed),
-        )
     }
 }
 
@@ -152,19 +175,35 @@ mod tests {
     }
 
     #[test]
-    fn the_derived_queue_drains_within_the_timeout() {
+    fn the_derived_queue_bounds_the_wait_to_a_few_times_the_cost() {
         let settings = AdmissionSettings {
-            max_in_flight: 4,
+            max_in_flight: 8,
             max_queue: None,
-            default_timeout: Duration::from_secs(1),
+            default_timeout: Duration::from_secs(10),
+            cores: 2,
+            shed_delay: None,
         };
         assert_eq!(
-            settings.queue_for(&cost(10_000)),
-            400,
-            "100 rounds × 4 in flight"
+            settings.queue_for(&cost(100)),
+            12,
+            "1 ms × 2 cores / 100 µs = 20, minus the 8 running"
         );
-        assert_eq!(settings.queue_for(&cost(20)), 4096, "capped");
-        assert_eq!(settings.queue_for(&cost(1_000_000)), 16, "at least 16");
+        assert_eq!(
+            settings.queue_for(&cost(1_000)),
+            12,
+            "10 × 1 ms × 2 cores / 1 ms = 20, minus the 8 running"
+        );
+        assert_eq!(settings.queue_for(&cost(0)), 1992, "2,000 per ms minus 8");
+        let busy = AdmissionSettings {
+            max_in_flight: 32,
+            ..settings
+        };
+        assert_eq!(busy.queue_for(&cost(1_000)), 2, "at least one per core");
+        let wide = AdmissionSettings {
+            cores: 64,
+            ..settings
+        };
+        assert_eq!(wide.queue_for(&cost(0)), 4096, "capped");
         let fixed = AdmissionSettings {
             max_queue: Some(3),
             ..settings
@@ -174,7 +213,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn beyond_the_queue_is_refused_and_waiters_expire_at_their_deadline() {
-        let admission = Arc::new(Admission::new(1));
+        let admission = Arc::new(Admission::new("m", 1, &Metrics::new()));
         let far = Instant::now() + Duration::from_secs(60);
         let running = admission.admit("m", 1, far).await.expect("first runs");
         let waiter = {
@@ -201,12 +240,11 @@ mod tests {
         drop(running);
         let again = admission.admit("m", 1, far).await;
         assert!(again.is_ok(), "capacity comes back");
-        assert_eq!(admission.refusals(), (1, 1));
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_waiter_runs_when_capacity_frees_and_a_passed_deadline_never_runs() {
-        let admission = Arc::new(Admission::new(1));
+        let admission = Arc::new(Admission::new("m", 1, &Metrics::new()));
         let far = Instant::now() + Duration::from_secs(60);
         let running = admission.admit("m", 4, far).await.expect("first runs");
         let waiter = {

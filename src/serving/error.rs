@@ -56,6 +56,18 @@ pub enum ServingError {
         /// Its queue bound.
         queue: usize,
     },
+    /// The gateway is shedding load: requests wait longer than the limit to be read.
+    #[error(
+        "model `{model}`: the gateway is overloaded (requests wait {delay:?} to be read, limit {limit:?}: shed_delay_ms); retry later"
+    )]
+    Busy {
+        /// The model asked for.
+        model: String,
+        /// The scheduling delay measured last.
+        delay: std::time::Duration,
+        /// The limit above which requests are refused.
+        limit: std::time::Duration,
+    },
     /// The request's deadline passed before it could run.
     #[error(
         "model `{model}`: the request's deadline passed {late:?} ago while it waited to run (parameters.timeout or request_timeout_ms)"

@@ -86,6 +86,7 @@ impl Registry {
                         empty,
                         ModelSource::Registry,
                         &self.admission,
+                        self.metrics(),
                     )),
                     true,
                 )

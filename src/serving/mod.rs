@@ -21,6 +21,7 @@ mod observation;
 mod outputs;
 mod plan;
 mod predict;
+mod pressure;
 mod report;
 mod scan;
 mod threshold;
@@ -38,6 +39,7 @@ use self::observation::Wanted;
 pub use self::outputs::{OutputRoles, RowPrediction, row_predictions};
 pub use self::plan::{Change, needs_mirror, plan};
 pub use self::predict::{NamedInput, fit_inputs};
+pub use self::pressure::Pressure;
 pub use self::report::{ModelReport, ShadowReport, VersionReport};
 pub use self::scan::ScanOutcome;
 pub use self::threshold::{ACCEPTED_OUTPUT, CONFIDENCE_OUTPUT};
@@ -104,11 +106,16 @@ impl ModelState {
         state: DeploymentState,
         source: ModelSource,
         admission: &AdmissionSettings,
+        metrics: &crate::metrics::Metrics,
     ) -> ModelState {
         ModelState {
             name: state.model.clone(),
             source,
-            admission: Arc::new(Admission::new(admission.max_in_flight)),
+            admission: Arc::new(Admission::new(
+                &state.model,
+                admission.max_in_flight,
+                metrics,
+            )),
             deployment: ArcSwap::from_pointee(state),
             changes: Arc::new(tokio::sync::Mutex::new(())),
         }
@@ -184,6 +191,8 @@ pub struct Registry {
     root: PathBuf,
     /// How much each model admits.
     admission: AdmissionSettings,
+    /// The scheduling delay, and whether requests are being shed.
+    pressure: Arc<Pressure>,
     /// Versions downloaded from a model registry, `<dir>/<model>/<version>/`, when one is followed.
     registry_versions: Option<PathBuf>,
     loader: LoadContext,
@@ -262,6 +271,17 @@ impl Registry {
             .get(name)
             .map(|model| model.deployment())
             .ok_or_else(|| ServingError::UnknownModel(name.to_string()))
+    }
+
+    /// Refuses an inference request at once while the gateway sheds load (see [`Pressure`]).
+    ///
+    /// # Errors
+    /// [`ServingError::Busy`], counted on the model's admission.
+    pub fn shed(&self, route: &Route) -> Result<(), ServingError> {
+        if self.pressure.shedding() {
+            return Err(route.admission.shed(&route.version.model, &self.pressure));
+        }
+        Ok(())
     }
 
     /// Where a request goes: the named version, or the champion when none is named, from one

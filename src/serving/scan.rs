@@ -7,7 +7,9 @@ use super::deployment::{DeploymentState, VersionRole, restore};
 use super::entry::VersionEntry;
 use super::mirror::Mirror;
 use super::plan::{Change, needs_mirror};
-use super::{LoadContext, ModelSource, ModelState, Registry, RegistrySettings, ServingError};
+use super::{
+    LoadContext, ModelSource, ModelState, Pressure, Registry, RegistrySettings, ServingError,
+};
 use crate::repository::{self, ModelDir, VersionDir};
 use crate::store::{Actor, DeploymentStore};
 use arc_swap::ArcSwap;
@@ -51,6 +53,7 @@ impl Registry {
             root: root.to_path_buf(),
             registry_versions: settings.registry_versions,
             admission: settings.admission,
+            pressure: Pressure::start(settings.admission.shed_delay),
             loader,
             options: settings.options,
             mirror: settings.mirror,
@@ -196,6 +199,7 @@ impl Registry {
             empty,
             ModelSource::Repository,
             &self.admission,
+            self.metrics(),
         ));
         let pending = self.begin(Arc::clone(&model), None).await?;
         let state = self
@@ -231,6 +235,7 @@ impl Registry {
             restored.state.clone(),
             source,
             &self.admission,
+            self.metrics(),
         ));
         self.announce(&restored.state).await;
         if !restored.substitutions.is_empty() {
