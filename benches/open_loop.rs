@@ -3,10 +3,13 @@
 //! keep-alive connections; a request that finds every connection busy waits for one, and that
 //! wait counts in its latency (no coordinated omission). The client's own timer lateness does
 //! not count: latency runs from when the request was due and released, to its last body byte.
+//! With `--grow-to M` the pool opens another connection whenever a request is due and none is
+//! idle, up to M, as independent clients would: the server then holds the backlog and can refuse
+//! it, instead of the client queueing it out of the server's sight.
 //!
 //! Usage:
 //! `open_loop --addr 127.0.0.1:8080 --path /v2/models/m/infer --body-file body.json
-//!  --connections 256 --phase 7000:600 --phase 14000:60 [--interval-ms 1000]`
+//!  --connections 256 [--grow-to 4096] --phase 7000:600 --phase 14000:60 [--interval-ms 1000]`
 //!
 //! Prints one JSON object per interval (by send time) and per phase: requests sent, answers by
 //! status (2xx, 429, 503, other), transport errors, and latency percentiles of the 2xx answers in
@@ -18,6 +21,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, mpsc};
@@ -35,6 +39,7 @@ struct Options {
     path: String,
     body: Bytes,
     connections: usize,
+    grow_to: usize,
     phases: Vec<Phase>,
     interval: Duration,
 }
@@ -45,6 +50,7 @@ fn parse_args() -> Result<Options, String> {
     let mut path = None;
     let mut body = None;
     let mut connections = 256;
+    let mut grow_to = None;
     let mut phases = Vec::new();
     let mut interval = Duration::from_secs(1);
     while let Some(flag) = args.next() {
@@ -60,6 +66,9 @@ fn parse_args() -> Result<Options, String> {
                 connections = value()?
                     .parse()
                     .map_err(|e| format!("--connections: {e}"))?;
+            }
+            "--grow-to" => {
+                grow_to = Some(value()?.parse().map_err(|e| format!("--grow-to: {e}"))?);
             }
             "--interval-ms" => {
                 let ms: u64 = value()?
@@ -94,14 +103,16 @@ fn parse_args() -> Result<Options, String> {
         path: path.ok_or("--path is needed")?,
         body: Bytes::from(body.ok_or("--body-file is needed")?),
         connections: connections.max(1),
+        grow_to: grow_to.unwrap_or(connections).max(connections.max(1)),
         phases,
         interval,
     })
 }
 
-/// A request due to be sent: when it was released, and the phase it belongs to.
+/// A request due to be sent: when it was released, and the interval and phase it belongs to.
 struct Ticket {
     released: Instant,
+    slot: usize,
     phase: usize,
 }
 
@@ -133,16 +144,6 @@ impl Tally {
         }
     }
 
-    fn add(&mut self, other: &Tally) {
-        self.sent += other.sent;
-        self.ok += other.ok;
-        self.too_many += other.too_many;
-        self.unavailable += other.unavailable;
-        self.other += other.other;
-        self.errors += other.errors;
-        let _ = self.latency.add(&other.latency);
-    }
-
     fn json(&self, head: &str) -> String {
         let q = |q: f64| {
             if self.latency.is_empty() {
@@ -168,10 +169,37 @@ impl Tally {
     }
 }
 
-/// What one connection worker saw, per interval (by release time) and per phase.
+/// What the workers saw, per interval (by release time) and per phase; shared by all of them.
 struct Seen {
     intervals: Vec<Tally>,
     phases: Vec<Tally>,
+}
+
+impl Seen {
+    fn record(&mut self, slot: usize, phase: usize, outcome: Option<u16>, micros: u64) {
+        let slot = slot.min(self.intervals.len() - 1);
+        for tally in [&mut self.intervals[slot], &mut self.phases[phase]] {
+            tally.sent += 1;
+            match outcome {
+                Some(200..=299) => {
+                    tally.ok += 1;
+                    let _ = tally.latency.record(micros.max(1));
+                }
+                Some(429) => tally.too_many += 1,
+                Some(503) => tally.unavailable += 1,
+                Some(_) => tally.other += 1,
+                None => tally.errors += 1,
+            }
+        }
+    }
+}
+
+/// The dispatcher's view of the pool: workers waiting for a request, requests waiting for a
+/// worker.
+#[derive(Default)]
+struct Pool {
+    idle: AtomicUsize,
+    queued: AtomicUsize,
 }
 
 async fn connect(addr: &str) -> Option<SendRequest<Full<Bytes>>> {
@@ -187,23 +215,21 @@ async fn connect(addr: &str) -> Option<SendRequest<Full<Bytes>>> {
 async fn worker(
     options: Arc<Options>,
     tickets: Arc<Mutex<mpsc::UnboundedReceiver<Ticket>>>,
-    start: Instant,
-    intervals: usize,
-) -> Seen {
-    let mut seen = Seen {
-        intervals: (0..intervals).map(|_| Tally::new()).collect(),
-        phases: options.phases.iter().map(|_| Tally::new()).collect(),
-    };
+    pool: Arc<Pool>,
+    seen: Arc<std::sync::Mutex<Seen>>,
+) {
     let mut sender = None;
     loop {
-        let Some(ticket) = tickets.lock().await.recv().await else {
-            return seen;
+        pool.idle.fetch_add(1, Ordering::SeqCst);
+        let ticket = tickets.lock().await.recv().await;
+        pool.idle.fetch_sub(1, Ordering::SeqCst);
+        let Some(ticket) = ticket else {
+            return;
         };
+        pool.queued.fetch_sub(1, Ordering::SeqCst);
         if sender.is_none() {
             sender = connect(&options.addr).await;
         }
-        let slot = ((ticket.released - start).as_nanos() / options.interval.as_nanos()) as usize;
-        let slot = slot.min(intervals - 1);
         let outcome = match sender.as_mut() {
             None => None,
             Some(sender) => {
@@ -227,18 +253,8 @@ async fn worker(
             }
         };
         let micros = u64::try_from(ticket.released.elapsed().as_micros()).unwrap_or(u64::MAX);
-        for tally in [&mut seen.intervals[slot], &mut seen.phases[ticket.phase]] {
-            tally.sent += 1;
-            match outcome {
-                Some(200..=299) => {
-                    tally.ok += 1;
-                    let _ = tally.latency.record(micros.max(1));
-                }
-                Some(429) => tally.too_many += 1,
-                Some(503) => tally.unavailable += 1,
-                Some(_) => tally.other += 1,
-                None => tally.errors += 1,
-            }
+        if let Ok(mut seen) = seen.lock() {
+            seen.record(ticket.slot, ticket.phase, outcome, micros);
         }
         if outcome.is_none() {
             sender = None;
@@ -259,46 +275,61 @@ async fn main() {
     let intervals = (total / options.interval.as_secs_f64()).ceil() as usize + 1;
     let (release, tickets) = mpsc::unbounded_channel();
     let tickets = Arc::new(Mutex::new(tickets));
+    let pool = Arc::new(Pool::default());
+    let seen = Arc::new(std::sync::Mutex::new(Seen {
+        intervals: (0..intervals).map(|_| Tally::new()).collect(),
+        phases: options.phases.iter().map(|_| Tally::new()).collect(),
+    }));
+    let spawn_worker = || {
+        tokio::spawn(worker(
+            Arc::clone(&options),
+            Arc::clone(&tickets),
+            Arc::clone(&pool),
+            Arc::clone(&seen),
+        ))
+    };
+    let mut workers: Vec<_> = (0..options.connections).map(|_| spawn_worker()).collect();
+    // Every first worker waits for requests before the schedule starts.
+    while pool.idle.load(Ordering::SeqCst) < options.connections {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
     let start = Instant::now();
-    let workers: Vec<_> = (0..options.connections)
-        .map(|_| {
-            tokio::spawn(worker(
-                Arc::clone(&options),
-                Arc::clone(&tickets),
-                start,
-                intervals,
-            ))
-        })
-        .collect();
     let mut phase_start = start;
     for (index, phase) in options.phases.iter().enumerate() {
         let count = (phase.rate * phase.seconds).round() as u64;
         for n in 0..count {
             let due = phase_start + Duration::from_secs_f64(n as f64 / phase.rate);
             tokio::time::sleep_until(due).await;
+            let released = Instant::now().max(due);
             let ticket = Ticket {
-                released: Instant::now().max(due),
+                released,
+                slot: ((released - start).as_nanos() / options.interval.as_nanos()) as usize,
                 phase: index,
             };
+            pool.queued.fetch_add(1, Ordering::SeqCst);
             if release.send(ticket).is_err() {
                 break;
+            }
+            let waiting = pool.queued.load(Ordering::SeqCst);
+            if waiting > 0
+                && pool.idle.load(Ordering::SeqCst) == 0
+                && workers.len() < options.grow_to
+            {
+                workers.push(spawn_worker());
             }
         }
         phase_start += Duration::from_secs_f64(phase.seconds);
     }
     drop(release);
-    let mut by_interval: Vec<Tally> = (0..intervals).map(|_| Tally::new()).collect();
-    let mut by_phase: Vec<Tally> = options.phases.iter().map(|_| Tally::new()).collect();
+    let workers_opened = workers.len();
     for worker in workers {
-        if let Ok(seen) = worker.await {
-            for (all, one) in by_interval.iter_mut().zip(&seen.intervals) {
-                all.add(one);
-            }
-            for (all, one) in by_phase.iter_mut().zip(&seen.phases) {
-                all.add(one);
-            }
-        }
+        let _ = worker.await;
     }
+    let Ok(seen) = seen.lock() else {
+        eprintln!("open_loop: a worker panicked");
+        std::process::exit(1);
+    };
+    let (by_interval, by_phase) = (&seen.intervals, &seen.phases);
     let seconds = options.interval.as_secs_f64();
     for (index, tally) in by_interval.iter().enumerate() {
         if tally.sent > 0 {
@@ -311,6 +342,7 @@ async fn main() {
             );
         }
     }
+    eprintln!("open_loop: {workers_opened} connections at the end");
     for (index, (tally, phase)) in by_phase.iter().zip(&options.phases).enumerate() {
         println!(
             "{}",

@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# Soak and overload: one gateway (monitoring and inference log on, default admission settings)
-# under the open-loop generator of benches/open_loop.rs, which sends on a fixed schedule whatever
-# the server's speed and counts waiting for a busy connection in the latency.
+# Soak and overload: one gateway (monitoring and inference log on, default admission settings,
+# plus `--shed-delay-ms $SHED_DELAY_MS`) under the open-loop generator of benches/open_loop.rs,
+# which sends on a fixed schedule whatever the server's speed, counts waiting for a busy
+# connection in the latency, and opens more connections (up to GROW_TO) when none is idle, as
+# independent clients would.
 #
-#   1. capacity: wrk, CAPACITY_CONNECTIONS connections for CAPACITY_SECS; 2xx answers per second;
+#   1. capacity: the generator offers 3× what wrk measured (CAPACITY_SECS, a fixed pool of
+#      CONNECTIONS, no growth); 2xx answers per second, with the generator's own CPU cost in it;
 #   2. unloaded: UNLOADED_SECS at 10% of capacity, the p99 every later figure is compared to;
 #   3. soak: SOAK_SECS at 70% of capacity, RSS sampled every 10 s; after WARMUP_SECS every sample
 #      must be within ±5% of the first, and every minute's p99 within 2× of their median;
@@ -12,14 +15,15 @@
 #      unloaded p99, and back to normal (no refusals, interval p99 ≤ 2× unloaded p99, for every
 #      later interval) within 2 s of the overload's end.
 #
-# Not part of CI: about 13 minutes with the defaults. Prints the figures and PASS/FAIL lines; exits
+# Not part of CI: about 14 minutes with the defaults. Prints the figures and PASS/FAIL lines; exits
 # non-zero only when something fails to run.
 #
 # Variables: SOAK_SECS (600), WARMUP_SECS (60), OVERLOAD_SECS (60), RECOVERY_SECS (10),
-#   CAPACITY_SECS (10), CAPACITY_CONNECTIONS (16), UNLOADED_SECS (20), CONNECTIONS (256),
-#   MODEL (heavy_plain: the 30→512→512→2 MLP of benches/heavy_model.py, generated into a temporary
-#   repository; any other name is served from MODELS), MODELS (models), BODY (the request; default
-#   one row of 0.5 for the MLP), PYTHON (./.venv/bin/python), VIGIL_FLAGS (extra serve flags).
+#   CAPACITY_SECS (10), UNLOADED_SECS (20), CONNECTIONS (64), GROW_TO (4096), SHED_DELAY_MS (2;
+#   0 = no shedding), MODEL (heavy_plain: the 30→512→512→2 MLP of benches/heavy_model.py,
+#   generated into a temporary repository; any other name is served from MODELS), MODELS
+#   (models), BODY (the request; default one row of 0.5 for the MLP), PYTHON
+#   (./.venv/bin/python), VIGIL_FLAGS (extra serve flags).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SOAK_SECS="${SOAK_SECS:-600}"
@@ -27,9 +31,10 @@ WARMUP_SECS="${WARMUP_SECS:-60}"
 OVERLOAD_SECS="${OVERLOAD_SECS:-60}"
 RECOVERY_SECS="${RECOVERY_SECS:-10}"
 CAPACITY_SECS="${CAPACITY_SECS:-10}"
-CAPACITY_CONNECTIONS="${CAPACITY_CONNECTIONS:-16}"
 UNLOADED_SECS="${UNLOADED_SECS:-20}"
-CONNECTIONS="${CONNECTIONS:-256}"
+CONNECTIONS="${CONNECTIONS:-64}"
+GROW_TO="${GROW_TO:-4096}"
+SHED_DELAY_MS="${SHED_DELAY_MS:-2}"
 MODEL="${MODEL:-heavy_plain}"
 MODELS="${MODELS:-models}"
 PYTHON="${PYTHON:-./.venv/bin/python}"
@@ -40,7 +45,9 @@ cargo build --release --quiet --bin vigil --example open_loop
 WORK="$(mktemp -d)"
 PID=""
 SAMPLER=""
+GENERATOR=""
 cleanup() {
+    [[ -n "$GENERATOR" ]] && kill "$GENERATOR" 2>/dev/null || true
     [[ -n "$SAMPLER" ]] && kill "$SAMPLER" 2>/dev/null || true
     [[ -n "$PID" ]] && kill "$PID" 2>/dev/null || true
     rm -rf "$WORK"
@@ -56,7 +63,7 @@ printf '%s' "$BODY" >"$WORK/body.json"
 PORT=$((20000 + RANDOM % 20000))
 # shellcheck disable=SC2086
 target/release/vigil serve --models "$MODELS" --state "$WORK/state" --addr "127.0.0.1:$PORT" \
-    $VIGIL_FLAGS >"$WORK/vigil.log" 2>&1 &
+    --shed-delay-ms "$SHED_DELAY_MS" $VIGIL_FLAGS >"$WORK/vigil.log" 2>&1 &
 PID=$!
 for _ in $(seq 300); do curl -sf "127.0.0.1:$PORT/v2/health/ready" >/dev/null && break; sleep 0.2; done
 URL="http://127.0.0.1:$PORT/v2/models/$MODEL/infer"
@@ -74,15 +81,31 @@ open_loop() { # phases... -> JSON lines
     local args=()
     for phase in "$@"; do args+=(--phase "$phase"); done
     target/release/examples/open_loop --addr "127.0.0.1:$PORT" --path "/v2/models/$MODEL/infer" \
-        --body-file "$WORK/body.json" --connections "$CONNECTIONS" "${args[@]}" ${INTERVAL_MS:+--interval-ms "$INTERVAL_MS"}
+        --body-file "$WORK/body.json" --connections "$CONNECTIONS" --grow-to "$GROW_TO" \
+        "${args[@]}" ${INTERVAL_MS:+--interval-ms "$INTERVAL_MS"}
 }
 
-echo "== capacity: wrk -c$CAPACITY_CONNECTIONS for ${CAPACITY_SECS}s on $MODEL"
-BODY_FILE="$WORK/body.json" wrk -t2 -c"$CAPACITY_CONNECTIONS" -d"${CAPACITY_SECS}s" -s "$WORK/post.lua" "$URL" >"$WORK/capacity.txt"
-CAPACITY="$(awk '/requests in/ {n=$1} /Non-2xx/ {bad=$5} END {printf "%d", (n-bad)/'"$CAPACITY_SECS"'}' "$WORK/capacity.txt")"
-echo "   capacity: $CAPACITY answers/s (2xx)"
+echo "== capacity: wrk -c$CONNECTIONS for ${CAPACITY_SECS}s on $MODEL, then the generator at 3× that"
+BODY_FILE="$WORK/body.json" wrk -t2 -c"$CONNECTIONS" -d"${CAPACITY_SECS}s" -s "$WORK/post.lua" "$URL" >"$WORK/capacity.txt"
+WRK_CAPACITY="$(awk '/requests in/ {n=$1} /Non-2xx/ {bad=$5} END {printf "%d", (n-bad)/'"$CAPACITY_SECS"'}' "$WORK/capacity.txt")"
+served() { curl -s "127.0.0.1:$PORT/metrics" | awk '/^vigil_requests_total\{/ && /model="'"$MODEL"'"/ && /status="2xx"/ {s+=$2} END {printf "%d", s}'; }
+# The binary itself in the background (not the shell function), so that its PID is the one killed.
+target/release/examples/open_loop --addr "127.0.0.1:$PORT" --path "/v2/models/$MODEL/infer" \
+    --body-file "$WORK/body.json" --connections "$CONNECTIONS" \
+    --phase "$((3 * WRK_CAPACITY)):$((CAPACITY_SECS + 5))" >/dev/null 2>&1 &
+GENERATOR=$!
+sleep 3
+before="$(served)"
+sleep "$CAPACITY_SECS"
+after="$(served)"
+kill "$GENERATOR" 2>/dev/null || true
+wait "$GENERATOR" 2>/dev/null || true
+GENERATOR=""
+CAPACITY=$(( (after - before) / CAPACITY_SECS ))
+echo "   wrk: $WRK_CAPACITY answers/s (2xx); with the generator: $CAPACITY answers/s (2xx), used as capacity"
 rate() { awk -v c="$CAPACITY" -v f="$1" 'BEGIN {printf "%d", c*f}'; }
-
+# Let the capacity run's backlog finish before measuring anything else.
+sleep 5
 echo "== unloaded: $(rate 0.1)/s for ${UNLOADED_SECS}s"
 open_loop "$(rate 0.1):2" "$(rate 0.1):$UNLOADED_SECS" >"$WORK/unloaded.jsonl"  # the first 2 s open the connections
 
