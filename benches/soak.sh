@@ -135,7 +135,9 @@ soak = lines("soak.jsonl")
 whole = phases(soak)[0]
 print(f"soak: {whole['sent']} sent, {whole['ok']} ok, 429 {whole['s429']}, 503 {whole['s503']}, "
       f"other {whole['other']}, errors {whole['errors']}, p50 {whole['p50_us']} µs, p99 {whole['p99_us']} µs")
-minutes = [r for r in intervals(soak) if r["t"] >= warmup and r["sent"] > 0]
+# Whole minutes only: the last interval holds the few requests released at the very end.
+full = max((r["sent"] for r in intervals(soak)), default=0)
+minutes = [r for r in intervals(soak) if r["t"] >= warmup and r["sent"] >= full / 2]
 p99s = [r["p99_us"] for r in minutes]
 for r in minutes:
     print(f"   minute {int(r['t'] // 60) + 1}: sent {r['sent']}, p50 {r['p50_us']} µs, p99 {r['p99_us']} µs")

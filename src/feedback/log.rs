@@ -23,7 +23,11 @@ pub const BATCH_ROWS: usize = 1_000;
 /// Longest a record waits in the queue before its batch is written.
 pub const BATCH_DELAY: Duration = Duration::from_millis(50);
 /// How often old rows are expired.
-const EXPIRY_INTERVAL: Duration = Duration::from_secs(60);
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+/// Most rows per table one expiry transaction deletes: expiring in small steps every second keeps
+/// each step short, where one large delete a minute stalled the log (and, on a busy machine,
+/// the requests sharing its cores) for a second or more.
+const EXPIRY_CHUNK: u64 = 5_000;
 
 /// The inference log's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -493,13 +497,30 @@ async fn expire_periodically(
             _ = closed.wait_for(|&closing| closing) => return,
         }
         let ttl_ms = i64::try_from(settings.ttl.as_millis()).unwrap_or(i64::MAX);
-        match store
-            .expire(now_ms().saturating_sub(ttl_ms), settings.max_rows)
-            .await
-        {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "inference log rows expired"),
-            Err(error) => tracing::warn!(%error, "inference log expiry failed"),
+        let mut deleted = 0;
+        loop {
+            match store
+                .expire(
+                    now_ms().saturating_sub(ttl_ms),
+                    settings.max_rows,
+                    EXPIRY_CHUNK,
+                )
+                .await
+            {
+                Ok(count) => {
+                    deleted += count;
+                    if count < EXPIRY_CHUNK {
+                        break;
+                    }
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "inference log expiry failed");
+                    break;
+                }
+            }
+        }
+        if deleted > 0 {
+            tracing::debug!(deleted, "inference log rows expired");
         }
     }
 }

@@ -302,9 +302,10 @@ pub trait FeedbackStore: Send + Sync {
         through_seq: i64,
     ) -> Result<Vec<LabelRecord>, StoreError>;
 
-    /// Deletes logged rows older than `before_ms`, then the oldest beyond `max_rows`. Returns how
-    /// many were deleted.
-    async fn expire(&self, before_ms: i64, max_rows: u64) -> Result<u64, StoreError>;
+    /// Deletes logged rows older than `before_ms` and the oldest beyond `max_rows` — at most
+    /// `limit` per table, so that one call stays short; call again while it deletes `limit`.
+    /// Returns how many were deleted.
+    async fn expire(&self, before_ms: i64, max_rows: u64, limit: u64) -> Result<u64, StoreError>;
 
     /// Every model's retraining settings.
     async fn retrain_settings(&self) -> Result<BTreeMap<String, RetrainSettings>, StoreError>;

@@ -540,28 +540,28 @@ fn labels_between(
     Ok(records)
 }
 
-fn expire(connection: &mut Connection, before_ms: i64, max_rows: u64) -> Result<u64, Failure> {
+fn expire(
+    connection: &mut Connection,
+    before_ms: i64,
+    max_rows: u64,
+    limit: u64,
+) -> Result<u64, Failure> {
     let cap = i64::try_from(max_rows).unwrap_or(i64::MAX);
+    let limit = i64::try_from(limit.max(1)).unwrap_or(i64::MAX);
     let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut deleted = 0;
-    for statement in [
-        // Rows are appended in time order: everything below the first row young enough goes.
-        "DELETE FROM served WHERE seq < COALESCE( \
-         (SELECT seq FROM served WHERE time_ms >= ?1 ORDER BY seq LIMIT 1), \
-         (SELECT MAX(seq) + 1 FROM served))",
-        "DELETE FROM shadowed WHERE seq < COALESCE( \
-         (SELECT seq FROM shadowed WHERE time_ms >= ?1 ORDER BY seq LIMIT 1), \
-         (SELECT MAX(seq) + 1 FROM shadowed))",
-    ] {
-        deleted += tx.execute(statement, [before_ms])? as u64;
-    }
-    for statement in [
-        "DELETE FROM served WHERE seq <= \
-         (SELECT seq FROM served ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
-        "DELETE FROM shadowed WHERE seq <= \
-         (SELECT seq FROM shadowed ORDER BY seq DESC LIMIT 1 OFFSET ?1)",
-    ] {
-        deleted += tx.execute(statement, [cap])? as u64;
+    // Rows are appended in `seq` order and only ever deleted from the oldest, so each table
+    // holds a contiguous run of `seq`: everything below the first row young enough goes, and
+    // everything below the newest `cap` — but at most `limit` rows per table in one call.
+    for table in ["served", "shadowed"] {
+        let statement = format!(
+            "DELETE FROM {table} WHERE seq < MIN( \
+             MAX(COALESCE((SELECT seq FROM {table} WHERE time_ms >= ?1 ORDER BY seq LIMIT 1), \
+                          (SELECT MAX(seq) + 1 FROM {table})), \
+                 (SELECT MAX(seq) + 1 FROM {table}) - ?2), \
+             (SELECT MIN(seq) FROM {table}) + ?3)"
+        );
+        deleted += tx.execute(&statement, rusqlite::params![before_ms, cap, limit])? as u64;
     }
     tx.commit()?;
     Ok(deleted)
@@ -619,8 +619,8 @@ impl FeedbackStore for SqliteFeedbackStore {
         .await
     }
 
-    async fn expire(&self, before_ms: i64, max_rows: u64) -> Result<u64, StoreError> {
-        self.with(&self.log, move |c| expire(c, before_ms, max_rows))
+    async fn expire(&self, before_ms: i64, max_rows: u64, limit: u64) -> Result<u64, StoreError> {
+        self.with(&self.log, move |c| expire(c, before_ms, max_rows, limit))
             .await
     }
 
