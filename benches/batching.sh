@@ -5,6 +5,7 @@
 # concurrency. Prints requests/s and p50/p99 per case and the batched/plain ratio.
 #
 # Variables: DURATION (10s), CONCURRENCY ("1 8 64"), MAX_ROWS (64), DELAY_US (200),
+#            HIDDEN (the MLP's hidden layers, "512,512"),
 #            PYTHON (./.venv/bin/python), VIGIL_BIN (target/release/vigil, built if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,13 +13,14 @@ DURATION="${DURATION:-10s}"
 CONCURRENCY="${CONCURRENCY:-1 8 64}"
 MAX_ROWS="${MAX_ROWS:-64}"
 DELAY_US="${DELAY_US:-200}"
+HIDDEN="${HIDDEN:-512,512}"
 PYTHON="${PYTHON:-./.venv/bin/python}"
 VIGIL_BIN="${VIGIL_BIN:-target/release/vigil}"
 command -v wrk >/dev/null || { echo "wrk not found: apt-get install wrk" >&2; exit 1; }
 [[ -x "$VIGIL_BIN" ]] || cargo build --release --quiet
 WORK="$(mktemp -d)"
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
-"$PYTHON" benches/heavy_model.py "$WORK/models" "$MAX_ROWS" "$DELAY_US"
+"$PYTHON" benches/heavy_model.py "$WORK/models" "$MAX_ROWS" "$DELAY_US" "$HIDDEN"
 PORT=$((20000 + RANDOM % 20000))
 # Closed-loop clients at c=64 keep 64 requests in the gateway: a deep queue measures throughput
 # instead of the default queue's 429s (benches/soak.sh measures shedding).
