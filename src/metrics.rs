@@ -102,7 +102,7 @@ pub const BATCHES: &str = "vigil_batches_total";
 /// Requests answered through a version's dynamic batcher.
 pub const BATCHED_REQUESTS: &str = "vigil_batched_requests_total";
 /// Requests refused by a model's admission control, by model and reason (`queue_full`: 429,
-/// `deadline`: 503 after waiting past the request's deadline).
+/// `deadline`: 503 after waiting past the request's deadline, `pressure`: 429 while shedding).
 pub const ADMISSION_REFUSED: &str = "vigil_admission_refused_total";
 /// Failed registry syncs, by model and reason (`unreachable`, `missing_alias`, `download`, ...).
 pub const REGISTRY_SYNC_ERRORS: &str = "vigil_registry_sync_errors_total";
@@ -214,7 +214,7 @@ impl Metrics {
             (
                 ADMISSION_REFUSED,
                 None,
-                "Requests refused by admission control: queue full (429) or deadline passed while waiting (503).",
+                "Requests refused by admission control: queue full (429), deadline passed while waiting (503), or shed under pressure (429).",
             ),
             (
                 SHADOW_MIRRORED,
