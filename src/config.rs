@@ -37,6 +37,10 @@ pub const DEFAULT_SHADOW_TIMEOUT: Duration = Duration::from_secs(1);
 pub const DEFAULT_DRIFT_WINDOW: usize = 1000;
 /// Default interval of the background drift evaluator.
 pub const DEFAULT_DRIFT_INTERVAL: Duration = Duration::from_secs(10);
+/// Default interval between points of the monitoring history.
+pub const DEFAULT_HISTORY_INTERVAL: Duration = Duration::from_secs(10);
+/// Default points kept per served version in the monitoring history (an hour at 10 s).
+pub const DEFAULT_HISTORY_POINTS: usize = 360;
 /// Default family-wise significance level of the drift test.
 pub const DEFAULT_DRIFT_ALPHA: f64 = 0.05;
 /// Default outlier cut: rows scoring at or above it count as outliers.
@@ -139,6 +143,12 @@ pub struct ServeArgs {
     /// Seconds between background drift evaluations [default: 10]
     #[arg(long, env = "VIGIL_DRIFT_INTERVAL_SECS")]
     pub drift_interval_secs: Option<u64>,
+    /// Milliseconds between points of the monitoring history the console charts [default: 10000]
+    #[arg(long, env = "VIGIL_HISTORY_INTERVAL_MS")]
+    pub history_interval_ms: Option<u64>,
+    /// Points kept per served version in the monitoring history [default: 360]
+    #[arg(long, env = "VIGIL_HISTORY_POINTS")]
+    pub history_points: Option<usize>,
     /// Significance level of the drift test, Bonferroni-corrected per feature [default: 0.05]
     #[arg(long, env = "VIGIL_DRIFT_ALPHA")]
     pub drift_alpha: Option<f64>,
@@ -329,6 +339,8 @@ struct FileConfig {
     monitoring: Option<bool>,
     drift_window: Option<usize>,
     drift_interval_secs: Option<u64>,
+    history_interval_ms: Option<u64>,
+    history_points: Option<usize>,
     drift_alpha: Option<f64>,
     outlier_cut: Option<f64>,
     inference_log: Option<bool>,
@@ -398,6 +410,10 @@ pub struct Config {
     pub drift_window: usize,
     /// Background drift evaluation interval.
     pub drift_interval: Duration,
+    /// Interval between monitoring history points.
+    pub history_interval: Duration,
+    /// Monitoring history points kept per served version.
+    pub history_points: usize,
     /// Drift significance level.
     pub drift_alpha: f64,
     /// Outlier cut.
@@ -481,6 +497,8 @@ impl Config {
             monitoring: true,
             drift_window: DEFAULT_DRIFT_WINDOW,
             drift_interval: DEFAULT_DRIFT_INTERVAL,
+            history_interval: DEFAULT_HISTORY_INTERVAL,
+            history_points: DEFAULT_HISTORY_POINTS,
             drift_alpha: DEFAULT_DRIFT_ALPHA,
             outlier_cut: DEFAULT_OUTLIER_CUT,
             inference_log: true,
@@ -588,6 +606,14 @@ impl Config {
                 .drift_interval_secs
                 .or(file.drift_interval_secs)
                 .map_or(defaults.drift_interval, Duration::from_secs),
+            history_interval: args
+                .history_interval_ms
+                .or(file.history_interval_ms)
+                .map_or(defaults.history_interval, Duration::from_millis),
+            history_points: args
+                .history_points
+                .or(file.history_points)
+                .unwrap_or(defaults.history_points),
             drift_alpha: args
                 .drift_alpha
                 .or(file.drift_alpha)
@@ -727,6 +753,12 @@ impl Config {
         }
         if self.drift_interval.is_zero() {
             problems.push("drift_interval_secs: must be at least 1".into());
+        }
+        if self.history_interval < Duration::from_millis(10) {
+            problems.push("history_interval_ms: must be at least 10".into());
+        }
+        if !(1..=100_000).contains(&self.history_points) {
+            problems.push("history_points: must be between 1 and 100000".into());
         }
         if !(self.drift_alpha > 0.0 && self.drift_alpha < 1.0) {
             problems.push("drift_alpha: must be between 0 and 1 (exclusive)".into());

@@ -70,8 +70,8 @@ use crate::feedback::{Candidate, Feedback, FeedbackSettings, InferenceLog};
 use crate::mlflow::RegistrySync;
 use crate::monitor::MonitorSettings;
 use crate::serving::{
-    DeploymentDefaults, LoadContext, MirrorSettings, Registry, RegistrySettings, ServingError,
-    ServingOptions,
+    DeploymentDefaults, HistorySettings, LoadContext, MirrorSettings, Registry, RegistrySettings,
+    ServingError, ServingOptions,
 };
 use crate::store::{DeploymentStore, FeedbackStore, SqliteFeedbackStore, StoreError};
 use std::future::Future;
@@ -169,6 +169,10 @@ pub async fn load(config: &Config, with_state: bool) -> Result<Loaded, StartupEr
             .filter(|_| with_state)
             .map(|_| RegistrySync::versions_dir(&config.state.join(MLFLOW_DIR))),
         admission: config.admission,
+        history: HistorySettings {
+            interval: config.history_interval,
+            points: config.history_points,
+        },
     };
     let models = config.models.clone();
     let loader = LoadContext {
@@ -288,6 +292,7 @@ pub async fn run(
         feedback.clone(),
         sync,
     );
+    let history = tokio::spawn(Arc::clone(&registry).record_history());
     let evaluator = tokio::spawn(evaluate_periodically(registry, config.drift_interval));
     let app = api::router(state.clone());
     let address = listener
@@ -311,9 +316,10 @@ pub async fn run(
         config.shutdown_grace,
     )
     .await;
-    // (4) Background work stops: the evaluator and the promoter at once; the feedback intake
-    // takes no more, and the inference log writes what it has queued.
+    // (4) Background work stops: the evaluator, the history and the promoter at once; the
+    // feedback intake takes no more, and the inference log writes what it has queued.
     evaluator.abort();
+    history.abort();
     if let Some(syncing) = syncing {
         syncing.abort();
     }

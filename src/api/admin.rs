@@ -10,11 +10,13 @@ use super::revision::{deployment_response, expected_revision};
 use super::v2_types::parse_json;
 use super::{ApiError, AppState, body};
 use crate::mlflow::SyncView;
+use crate::store::AuditEntry;
 use crate::serving::{
+    ModelHistory,
     DeployPolicy, DeploymentState, ModelMonitoring, ModelReport, ScanOutcome, ServingError,
 };
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -42,6 +44,8 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/repository/rescan", post(rescan))
         .route("/admin/models/{model}/monitoring", get(monitoring))
         .route("/admin/models/{model}/monitoring/evaluate", post(evaluate))
+        .route("/admin/models/{model}/monitoring/history", get(history))
+        .route("/admin/models/{model}/audit", get(audit))
         .route(
             "/admin/models/{model}/quality",
             get(super::feedback::quality),
@@ -280,6 +284,63 @@ async fn monitoring(
     Path(model): Path<String>,
 ) -> Result<Json<ModelMonitoring>, ApiError> {
     Ok(Json(app.registry().monitoring(&model)?))
+}
+
+/// The monitoring history of the model's served versions (points oldest first).
+async fn history(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+) -> Result<Json<ModelHistory>, ApiError> {
+    Ok(Json(app.registry().history(&model)?))
+}
+
+/// Audit entries answered at most (`?limit=`).
+const AUDIT_LIMIT: usize = 1000;
+/// Audit entries answered without `?limit=`.
+const AUDIT_DEFAULT: usize = 50;
+
+/// The model's audit log.
+#[derive(Serialize)]
+struct AuditView {
+    model: String,
+    entries: Vec<AuditEntry>,
+}
+
+/// The model's newest audited deployment changes, newest first (`?limit=`, 1–1000, default 50).
+async fn audit(
+    State(app): State<AppState>,
+    Path(model): Path<String>,
+    RawQuery(query): RawQuery,
+) -> Result<Json<AuditView>, ApiError> {
+    let mut limit = AUDIT_DEFAULT;
+    for (key, value) in query
+        .as_deref()
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+    {
+        match key {
+            "limit" => {
+                limit = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=AUDIT_LIMIT).contains(n))
+                    .ok_or_else(|| ApiError::BadRequest {
+                        field: "limit".into(),
+                        expected: format!("an integer from 1 to {AUDIT_LIMIT}, got `{value}`"),
+                    })?;
+            }
+            other => {
+                return Err(ApiError::BadRequest {
+                    field: other.to_string(),
+                    expected: "no such query parameter; the only one is `limit`".into(),
+                });
+            }
+        }
+    }
+    let entries = app.registry().audit(&model, limit).await?;
+    Ok(Json(AuditView { model, entries }))
 }
 
 /// Runs the drift evaluation of the model's served versions now, then answers the monitoring view.

@@ -20,12 +20,15 @@
 //! | `POST /admin/repository/rescan` | load new version directories (admin) |
 //! | `GET /admin/models/{m}/monitoring` | latency, errors, acceptance, predictions, drift, outliers, shadows (admin) |
 //! | `POST /admin/models/{m}/monitoring/evaluate` | run the drift evaluation now (admin) |
+//! | `GET /admin/models/{m}/monitoring/history` | figures over time per served version (admin) |
+//! | `GET /admin/models/{m}/audit` | the model's audited deployment changes, newest first (admin) |
 //! | `POST /v2/repository/models/{m}/load`, `/unload` | OIP repository extension (admin) |
 //! | `POST /v1/models/{m}/feedback` | ground truth by request id (feedback or admin token) |
 //! | `GET /admin/models/{m}/quality` | live quality per version, promotion evidence (admin) |
 //! | `PUT /admin/models/{m}/promotion` | promotion rule: mode, alpha, min/max labels (admin) |
 //! | `GET`/`PUT /admin/models/{m}/retrain` | retraining trigger settings (admin) |
 //! | `POST /hooks/mlflow` | signed MLflow webhook: sync with the registry now (404 without a secret) |
+//! | `GET /console/` | the web console (static files; its data calls use the admin API) |
 //!
 //! Admin routes require `Authorization: Bearer <token>` (`auth.rs`); with no token configured
 //! they answer 403. Handlers are thin: decode, call `serving`, encode. Errors become responses in
@@ -35,6 +38,7 @@ mod admin;
 mod auth;
 mod binary;
 mod body;
+mod console;
 pub mod decode;
 mod error;
 mod feedback;
@@ -222,6 +226,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/models/{*rest}", any(v1::dispatch))
         .route("/metrics", get(health::metrics))
         .route("/hooks/mlflow", post(hooks::mlflow))
+        .merge(console::routes())
         .fallback(no_route)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

@@ -22,6 +22,8 @@ pub use self::latency::LatencyWindow;
 pub use self::observation::{Observation, ThresholdOutcome};
 pub use self::outlier::{OutlierError, OutlierModel};
 pub use self::reference::ReferenceProfile;
-pub use self::report::{ClassCounts, DriftReport, FeatureDrift, MonitorSummary, PredictionSummary};
+pub use self::report::{
+    ClassCounts, DriftReport, FeatureDrift, MonitorSummary, OutlierHistogram, PredictionSummary,
+};
 pub use self::version::{MonitorSettings, Protocol, TrafficRole, VersionMonitor};
 pub use self::window::RowWindow;

@@ -90,6 +90,18 @@ pub struct MonitorSummary {
     pub predictions: PredictionSummary,
     /// Share of scored rows at or above the outlier cut.
     pub outlier_rate: Option<f64>,
+    /// Scored rows by outlier score (versions with reference data).
+    pub outlier_histogram: Option<OutlierHistogram>,
     /// Latest drift evaluation.
     pub drift: Option<DriftReport>,
+}
+
+/// Rows counted by outlier score since the version was loaded.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct OutlierHistogram {
+    /// Bucket edges: `counts[0]` is below `edges[0]`, `counts[i]` in `[edges[i-1], edges[i])`,
+    /// the last count at or above the last edge.
+    pub edges: Vec<f64>,
+    /// Rows per bucket (one more than `edges`).
+    pub counts: Vec<u64>,
 }

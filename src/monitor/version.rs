@@ -4,7 +4,9 @@
 //! [`VersionMonitor::record_request`]; [`VersionMonitor::evaluate`] does the heavy part (sorting,
 //! KS tests) and runs in the background.
 
-use super::report::{ClassCounts, DriftReport, FeatureDrift, MonitorSummary, PredictionSummary};
+use super::report::{
+    ClassCounts, DriftReport, FeatureDrift, MonitorSummary, OutlierHistogram, PredictionSummary,
+};
 use super::{LatencyWindow, Observation, ReferenceProfile, RowWindow, bonferroni, ks_two_sample};
 use crate::metrics::{self, Metrics};
 use ::metrics::{Counter, Gauge, Histogram};
@@ -104,6 +106,9 @@ pub struct VersionMonitor {
     errors: AtomicU64,
     scored_rows: AtomicU64,
     outlier_rows: AtomicU64,
+    /// Scored rows per outlier-score bucket (edges [`metrics::SCORE_BUCKETS`], one more bucket
+    /// above the last edge).
+    outlier_buckets: [AtomicU64; OUTLIER_BUCKETS],
     accepted_rows: AtomicU64,
     rejected_rows: AtomicU64,
     class_counts: Vec<AtomicU64>,
@@ -122,6 +127,8 @@ impl std::fmt::Debug for VersionMonitor {
 
 /// Latency samples kept per version for the monitoring view.
 const LATENCY_SAMPLES: usize = 4096;
+/// Outlier-score buckets: one per edge of [`metrics::SCORE_BUCKETS`], and one above the last.
+const OUTLIER_BUCKETS: usize = metrics::SCORE_BUCKETS.len() + 1;
 
 impl VersionMonitor {
     /// Monitoring for `model`/`version`: `reference` from load time, `class_names` for classifiers
@@ -235,6 +242,7 @@ impl VersionMonitor {
             errors: AtomicU64::new(0),
             scored_rows: AtomicU64::new(0),
             outlier_rows: AtomicU64::new(0),
+            outlier_buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             accepted_rows: AtomicU64::new(0),
             rejected_rows: AtomicU64::new(0),
             value_sum: Mutex::new((0.0, 0.0, 0)),
@@ -304,6 +312,8 @@ impl VersionMonitor {
             let mut outliers = 0u64;
             for &score in scores {
                 self.handles.outlier_score.record(f64::from(score));
+                let bucket = metrics::SCORE_BUCKETS.partition_point(|&edge| edge <= f64::from(score));
+                self.outlier_buckets[bucket].fetch_add(1, Ordering::Relaxed);
                 if f64::from(score) >= self.settings.outlier_cut {
                     outliers += 1;
                 }
@@ -498,6 +508,14 @@ impl VersionMonitor {
             predictions,
             outlier_rate: (scored > 0)
                 .then(|| self.outlier_rows.load(Ordering::Relaxed) as f64 / scored as f64),
+            outlier_histogram: self.scores_outliers().then(|| OutlierHistogram {
+                edges: metrics::SCORE_BUCKETS.to_vec(),
+                counts: self
+                    .outlier_buckets
+                    .iter()
+                    .map(|count| count.load(Ordering::Relaxed))
+                    .collect(),
+            }),
             drift: self.latest.lock().ok().and_then(|d| d.clone()),
         }
     }

@@ -88,6 +88,25 @@ impl Registry {
             .await
     }
 
+    /// The newest `limit` audited changes of `model`, newest first (none without a state
+    /// directory).
+    ///
+    /// # Errors
+    /// [`ServingError::UnknownModel`], or [`ServingError::State`] when the log cannot be read.
+    pub async fn audit(&self, model: &str, limit: usize) -> Result<Vec<AuditEntry>, ServingError> {
+        self.model(model)?;
+        let Some(store) = &self.store else {
+            return Ok(Vec::new());
+        };
+        let store = Arc::clone(store);
+        let model = model.to_string();
+        Ok(
+            tokio::task::spawn_blocking(move || store.audit(&model, limit))
+                .await
+                .map_err(|e| ServingError::interrupted("reading the audit log", &e))??,
+        )
+    }
+
     /// Steps 4–5 for a state built by a planner: saves the change from `before` to `next`
     /// (audited as `action` by `actor`), then publishes `next`.
     ///

@@ -15,6 +15,7 @@ mod deployment;
 mod entry;
 mod error;
 mod follow;
+mod history;
 mod mirror;
 mod monitoring;
 mod observation;
@@ -32,6 +33,9 @@ pub use self::deployment::{DeploymentState, HISTORY_LIMIT, Shadow, VersionRole};
 pub use self::entry::{VersionEntry, VersionStatus};
 pub use self::error::ServingError;
 pub use self::follow::Target;
+pub use self::history::{
+    HistoryPoint, HistorySettings, HistoryWindow, ModelHistory, MonitoringHistory, VersionHistory,
+};
 use self::mirror::MirrorJob;
 pub use self::mirror::{Mirror, MirrorSettings};
 pub use self::monitoring::{ModelMonitoring, VersionMonitoring};
@@ -207,6 +211,8 @@ pub struct Registry {
     log: Option<Arc<InferenceLog>>,
     /// The feedback loop, told of every published deployment.
     feedback: Option<Arc<Feedback>>,
+    /// Figures over time per served version.
+    history: MonitoringHistory,
 }
 
 impl std::fmt::Debug for Registry {
@@ -236,6 +242,8 @@ pub struct RegistrySettings {
     pub registry_versions: Option<PathBuf>,
     /// How much each model admits.
     pub admission: AdmissionSettings,
+    /// The monitoring history's interval and length.
+    pub history: HistorySettings,
 }
 
 impl Registry {

@@ -8,7 +8,8 @@ use super::entry::VersionEntry;
 use super::mirror::Mirror;
 use super::plan::{Change, needs_mirror};
 use super::{
-    LoadContext, ModelSource, ModelState, Pressure, Registry, RegistrySettings, ServingError,
+    LoadContext, ModelSource, ModelState, MonitoringHistory, Pressure, Registry, RegistrySettings,
+    ServingError,
 };
 use crate::repository::{self, ModelDir, VersionDir};
 use crate::store::{Actor, DeploymentStore};
@@ -63,6 +64,7 @@ impl Registry {
             store: store.map(Arc::new),
             log: settings.log,
             feedback: settings.feedback,
+            history: MonitoringHistory::new(settings.history),
         };
         for model in registry.discover().await? {
             let versions = registry.load_all(model.versions).await?;

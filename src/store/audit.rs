@@ -89,6 +89,8 @@ impl AuditEntry {
 
 /// The most bytes read back from the end of the log to find its last entry.
 const TAIL_BYTES: u64 = 1 << 20;
+/// The most bytes read back from the end of the log for a model's recent entries.
+pub const RECENT_BYTES: u64 = 4 << 20;
 
 /// The open audit log file. Not synchronised: [`super::DeploymentStore`] holds it under a lock.
 #[derive(Debug)]
@@ -157,6 +159,29 @@ impl AuditLog {
             .set_len(len)
             .and_then(|()| self.file.sync_data())
             .map_err(|e| StoreError::write(&self.path, &e))
+    }
+
+    /// The newest `limit` entries of `model`, newest first, from the last [`RECENT_BYTES`] of
+    /// the log (lines that do not parse, such as a torn last line, are skipped).
+    ///
+    /// # Errors
+    /// [`StoreError::Write`] when the file cannot be read.
+    pub fn recent(&mut self, model: &str, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let fail = |e: std::io::Error| StoreError::write(&self.path, &e);
+        let len = self.file.metadata().map_err(fail)?.len();
+        let start = len.saturating_sub(RECENT_BYTES);
+        let mut tail = Vec::with_capacity(usize::try_from(len - start).unwrap_or(0));
+        self.file.seek(SeekFrom::Start(start)).map_err(fail)?;
+        (&self.file)
+            .take(len - start)
+            .read_to_end(&mut tail)
+            .map_err(fail)?;
+        Ok(tail
+            .rsplit(|&b| b == b'\n')
+            .filter_map(|line| serde_json::from_slice::<AuditEntry>(line).ok())
+            .filter(|entry| entry.model == model)
+            .take(limit)
+            .collect())
     }
 
     /// The last complete entry, after cutting off a torn last line (a crash in the middle of an

@@ -152,6 +152,18 @@ impl DeploymentStore {
         self.dir.join(DEPLOYMENTS_DIR).join(format!("{model}.json"))
     }
 
+    /// The newest `limit` audit entries of `model`, newest first (see [`AuditLog::recent`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Write`] when the log cannot be read.
+    pub fn audit(&self, model: &str, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let mut log = self.audit.lock().map_err(|_| StoreError::Write {
+            path: self.audit_path(),
+            reason: "an earlier write panicked while holding the audit log".into(),
+        })?;
+        log.recent(model, limit)
+    }
+
     /// The audit log's path.
     pub fn audit_path(&self) -> PathBuf {
         self.dir.join(AUDIT_FILE)
