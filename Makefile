@@ -6,14 +6,15 @@ ORT_STAMP := $(VENV)/.onnxruntime-1.32.0
 DEV_STAMP := $(VENV)/.dev-requirements
 ADDR ?= 127.0.0.1:8080
 
-.PHONY: run test setup setup-dev prometheus models lint bench load fuzz
+.PHONY: run test setup setup-dev prometheus browser-deps models lint bench load fuzz
 
 ## Install the pinned ONNX Runtime (once) and serve ./models on $(ADDR).
 run: setup
 	cargo run --release --bin vigil -- serve --models models --addr $(ADDR)
 
-## Run the whole test suite (unit, integration, tract engine, tritonclient, real Prometheus).
-test: setup-dev prometheus
+## Run the whole test suite (unit, integration, tract engine, tritonclient, real Prometheus, the
+## console in Debian's chromium).
+test: setup-dev prometheus browser-deps
 	cargo test --all-features
 
 ## ONNX Runtime 1.32.0 from PyPI into the project-local .venv.
@@ -36,6 +37,11 @@ prometheus:
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		$$sudo apt-get update -qq && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+
+## Debian's chromium and the pinned Playwright + pytest (scripts/requirements-browser.txt) for
+## tests/browser/, which tests/browser.rs runs.
+browser-deps: setup
+	scripts/browser-deps.sh
 
 ## Regenerate models/ and tests/fixtures/expected/.
 models: setup-dev

@@ -22,6 +22,11 @@ function route() {
   };
 }
 
+const refusal = (answer) => ({
+  ok: false,
+  text: `The admin API refused the request (no valid admin token): ${answer.error}`,
+});
+
 function TokenForm({ access, onToken }) {
   const [value, setValue] = useState("");
   const submit = (e) => {
@@ -56,7 +61,7 @@ function App() {
       setAccess({ ok: true, text: "Signed in with the admin token." });
     } else {
       setModels(null);
-      setAccess({ ok: false, text: `The admin API refused the token: ${answer.error}` });
+      setAccess(refusal(answer));
     }
   }, []);
 
@@ -71,7 +76,7 @@ function App() {
   const refused = useCallback((answer) => {
     if (answer && (answer.status === 401 || answer.status === 403)) {
       setModels(null);
-      setAccess({ ok: false, text: `The admin API refused the token: ${answer.error}` });
+      setAccess(refusal(answer));
     }
   }, []);
 

@@ -114,7 +114,7 @@ function ModelBoard({ model, reload, refused }) {
       </tbody>
     </table>
     </div>
-    <${Outcome} outcome=${outcome} />
+    <${Outcome} outcome=${outcome} model=${model.name} />
     ${asking && asking.kind === "promote" && html`<${Confirm}
       question=${`Promote ${model.name} version ${asking.version} to champion? It will answer every unversioned request.`}
       confirmLabel="Promote" onAnswer=${onAnswer} />`}

@@ -79,7 +79,7 @@ export function Deployment({ models, model, go, reload, refused }) {
 
     <h3>Rollback</h3>
     <p><button type="button" disabled=${!(current.history || []).length} onClick=${() => setAsking(true)}>Rollback ${current.name}</button></p>
-    <${Outcome} outcome=${outcome} />
+    <${Outcome} outcome=${outcome} model=${current.name} />
     ${asking && html`<${Confirm}
       question=${`Roll ${current.name} back to its previous champion (version ${current.history[current.history.length - 1]})?`}
       confirmLabel="Rollback"

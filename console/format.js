@@ -72,9 +72,10 @@ export function Confirm({ question, confirmLabel, onAnswer, children }) {
 }
 
 // The outcome of the last change: what the deployment is now, or the server's error.
-export function Outcome({ outcome }) {
-  if (!outcome) return html`<p class="outcome" role="status" aria-label="Result of the last change"></p>`;
-  return html`<p class=${`outcome ${outcome.ok ? "ok" : "error"}`} role="status" aria-label="Result of the last change">${outcome.text}</p>`;
+export function Outcome({ outcome, model }) {
+  const label = `Result of the last change to ${model}`;
+  if (!outcome) return html`<p class="outcome" role="status" aria-label=${label}></p>`;
+  return html`<p class=${`outcome ${outcome.ok ? "ok" : "error"}`} role="status" aria-label=${label}>${outcome.text}</p>`;
 }
 
 export function describeDeployment(d) {

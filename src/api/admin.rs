@@ -10,11 +10,11 @@ use super::revision::{deployment_response, expected_revision};
 use super::v2_types::parse_json;
 use super::{ApiError, AppState, body};
 use crate::mlflow::SyncView;
-use crate::store::AuditEntry;
 use crate::serving::{
-    ModelHistory,
-    DeployPolicy, DeploymentState, ModelMonitoring, ModelReport, ScanOutcome, ServingError,
+    DeployPolicy, DeploymentState, ModelHistory, ModelMonitoring, ModelReport, ScanOutcome,
+    ServingError,
 };
+use crate::store::AuditEntry;
 use axum::body::Body;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, header};

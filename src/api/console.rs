@@ -78,7 +78,10 @@ fn strong_etag(bytes: &[u8]) -> HeaderValue {
 /// The console's routes: `/console` redirects to `/console/`, which is the page.
 pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
-        .route("/console", get(|| async { Redirect::permanent("/console/") }))
+        .route(
+            "/console",
+            get(|| async { Redirect::permanent("/console/") }),
+        )
         .route("/console/", get(index))
         .route("/console/{*path}", get(file))
 }
@@ -109,7 +112,10 @@ fn serve(path: &str, headers: &HeaderMap) -> Result<Response, ApiError> {
         StatusCode::NOT_MODIFIED.into_response()
     } else {
         (
-            [(header::CONTENT_TYPE, HeaderValue::from_static(asset.content_type))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(asset.content_type),
+            )],
             asset.bytes,
         )
             .into_response()
@@ -156,6 +162,7 @@ mod tests {
             .map(|asset| String::from_utf8_lossy(asset.bytes).into_owned())
             .unwrap_or_default();
         assert!(index.contains(r#"<script type="module" src="app.js"></script>"#));
-        assert_eq!(index.matches("<script").count(), 1, "no inline script");
+        assert!(index.contains(r#"<script src="vendor/uplot-1.6.32.iife.min.js"></script>"#));
+        assert_eq!(index.matches("<script").count(), 2, "no inline script");
     }
 }

@@ -312,7 +312,8 @@ impl VersionMonitor {
             let mut outliers = 0u64;
             for &score in scores {
                 self.handles.outlier_score.record(f64::from(score));
-                let bucket = metrics::SCORE_BUCKETS.partition_point(|&edge| edge <= f64::from(score));
+                let bucket =
+                    metrics::SCORE_BUCKETS.partition_point(|&edge| edge <= f64::from(score));
                 self.outlier_buckets[bucket].fetch_add(1, Ordering::Relaxed);
                 if f64::from(score) >= self.settings.outlier_cut {
                     outliers += 1;
