@@ -303,3 +303,176 @@ impl Registry {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::monitor::MonitorSummary;
+    use crate::serving::VersionMonitoring;
+
+    fn version(
+        name: &str,
+        role: VersionRole,
+        requests: u64,
+        classes: [u64; 2],
+    ) -> VersionMonitoring {
+        VersionMonitoring {
+            version: name.into(),
+            role,
+            summary: MonitorSummary {
+                requests,
+                errors: 0,
+                latency_p50: Some(0.001),
+                latency_p95: Some(0.002),
+                latency_p99: Some(0.003),
+                predictions: PredictionSummary::Classes(ClassCounts(vec![
+                    ("a".into(), classes[0]),
+                    ("b".into(), classes[1]),
+                ])),
+                outlier_rate: None,
+                outlier_histogram: Some(OutlierHistogram {
+                    edges: vec![0.5],
+                    counts: vec![classes[0], classes[1]],
+                }),
+                drift: None,
+            },
+            acceptance_rate: Some(1.0),
+            shadow: None,
+        }
+    }
+
+    fn model(versions: Vec<VersionMonitoring>) -> ModelMonitoring {
+        ModelMonitoring {
+            model: "m".into(),
+            threshold: 0.0,
+            versions,
+        }
+    }
+
+    fn history(points: usize) -> MonitoringHistory {
+        MonitoringHistory::new(HistorySettings {
+            interval: Duration::from_secs(10),
+            points,
+        })
+    }
+
+    #[test]
+    fn rates_come_from_successive_points_and_the_window_from_the_oldest_kept() {
+        let history = history(3);
+        for (i, requests) in [10u64, 30, 60, 100].into_iter().enumerate() {
+            let time = 1000.0 + 10.0 * i as f64;
+            let champion = version(
+                "1",
+                VersionRole::Champion,
+                requests,
+                [requests, requests / 10],
+            );
+            history.record(&model(vec![champion]), None, time);
+        }
+        let view = history.view("m");
+        let points = &view.versions[0].points;
+        assert_eq!(points.len(), 3, "the oldest point was dropped");
+        assert_eq!(
+            points.iter().map(|p| p.request_rate).collect::<Vec<_>>(),
+            [Some(2.0), Some(3.0), Some(4.0)]
+        );
+        let window = view.versions[0].window.as_ref().map(|w| {
+            (
+                w.from,
+                w.to,
+                w.predictions.as_ref().map(|c| c.0.clone()),
+                w.outlier_histogram.as_ref().map(|h| h.counts.clone()),
+            )
+        });
+        assert_eq!(
+            window,
+            Some((
+                1010.0,
+                1030.0,
+                Some(vec![("a".into(), 70), ("b".into(), 7)]),
+                Some(vec![70, 7]),
+            ))
+        );
+    }
+
+    #[test]
+    fn a_versions_first_point_has_no_rate_and_the_champion_comes_first() {
+        let history = history(10);
+        history.record(
+            &model(vec![
+                version("2", VersionRole::Champion, 5, [5, 0]),
+                version("1", VersionRole::Shadow, 5, [0, 5]),
+            ]),
+            None,
+            50.0,
+        );
+        let view = history.view("m");
+        assert_eq!(
+            view.versions
+                .iter()
+                .map(|v| (v.version.as_str(), v.role, v.points[0].request_rate))
+                .collect::<Vec<_>>(),
+            [
+                ("2", VersionRole::Champion, None),
+                ("1", VersionRole::Shadow, None)
+            ]
+        );
+        assert!(history.view("other").versions.is_empty());
+    }
+
+    #[test]
+    fn a_version_no_longer_served_is_forgotten_once_its_points_age_out() {
+        let history = history(2);
+        history.record(
+            &model(vec![
+                version("1", VersionRole::Champion, 1, [1, 0]),
+                version("2", VersionRole::Shadow, 1, [1, 0]),
+            ]),
+            None,
+            0.0,
+        );
+        // Version 2 stops being served; 2 points × 10 s are kept.
+        history.record(
+            &model(vec![version("1", VersionRole::Champion, 2, [2, 0])]),
+            None,
+            20.0,
+        );
+        assert_eq!(history.view("m").versions.len(), 2);
+        history.record(
+            &model(vec![version("1", VersionRole::Champion, 3, [3, 0])]),
+            None,
+            21.0,
+        );
+        let view = history.view("m");
+        assert_eq!(
+            view.versions
+                .iter()
+                .map(|v| v.version.as_str())
+                .collect::<Vec<_>>(),
+            ["1"]
+        );
+    }
+
+    #[test]
+    fn a_counter_that_went_back_gives_zero_not_a_wrapped_count() {
+        let history = history(5);
+        history.record(
+            &model(vec![version("1", VersionRole::Champion, 50, [50, 0])]),
+            None,
+            0.0,
+        );
+        history.record(
+            &model(vec![version("1", VersionRole::Champion, 10, [10, 0])]),
+            None,
+            10.0,
+        );
+        let view = history.view("m");
+        assert_eq!(view.versions[0].points[1].request_rate, Some(0.0));
+        let predictions = view.versions[0]
+            .window
+            .as_ref()
+            .and_then(|w| w.predictions.as_ref())
+            .map(|c| c.0.clone());
+        assert_eq!(predictions, Some(vec![("a".into(), 0), ("b".into(), 0)]));
+    }
+}

@@ -298,3 +298,21 @@ def test_live_accuracy_from_feedback_shows_on_the_board_and_in_compare(console, 
     live = table.get_by_role("row", name=re.compile("^Live accuracy"))
     live.get_by_text(expected).wait_for()
     console.shot("board-live-accuracy")
+
+
+def test_download_fetches_the_version_archive_with_the_token(console, gateway):
+    console.open()
+    console.sign_in()
+    link = console.page.get_by_role("link", name="Download iris version 1")
+    with console.page.expect_download() as download:
+        link.click()
+    path = download.value.path()
+    data = open(path, "rb").read()
+    assert data[:2] == b"\x1f\x8b", "a gzip archive"
+    assert download.value.suggested_filename == "iris-1.tar.gz"
+    import gzip
+    import io
+    import tarfile
+
+    names = tarfile.open(fileobj=io.BytesIO(gzip.decompress(data))).getnames()
+    assert any(name.endswith("model.onnx") for name in names), names
