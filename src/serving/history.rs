@@ -79,7 +79,7 @@ pub struct HistoryWindow {
 pub struct VersionHistory {
     /// The version.
     pub version: String,
-    /// Its role at the newest point.
+    /// Its role now: `idle` once it is no longer served (its points stay until they age out).
     pub role: VersionRole,
     /// Oldest first.
     pub points: Vec<HistoryPoint>,
@@ -96,13 +96,16 @@ pub struct ModelHistory {
     pub interval_seconds: f64,
     /// Points kept per version at most.
     pub points_kept: usize,
-    /// Every version served during the time kept: champion first, then by version name.
+    /// Every version served during the time kept: the champion first, then the shadows, then
+    /// versions no longer served, each group by version name.
     pub versions: Vec<VersionHistory>,
 }
 
 /// The points of one version, with the names its counts are kept under.
 #[derive(Debug)]
 struct Series {
+    /// The version's role at the latest sample (`Idle` when it was not served then).
+    role: VersionRole,
     classes: Vec<String>,
     edges: Vec<f64>,
     points: VecDeque<HistoryPoint>,
@@ -157,6 +160,7 @@ impl MonitoringHistory {
             let entry = series
                 .entry(version.version.clone())
                 .or_insert_with(|| Series {
+                    role: version.role,
                     classes: classes.clone(),
                     edges: edges.clone(),
                     points: VecDeque::with_capacity(self.settings.points.min(1024)),
@@ -164,6 +168,7 @@ impl MonitoringHistory {
             if entry.classes != classes || entry.edges != edges {
                 // The version was reloaded with other classes or buckets: start over.
                 *entry = Series {
+                    role: version.role,
                     classes,
                     edges,
                     points: VecDeque::new(),
@@ -174,6 +179,7 @@ impl MonitoringHistory {
                 (elapsed > 0.0)
                     .then(|| summary.requests.saturating_sub(previous.requests) as f64 / elapsed)
             });
+            entry.role = version.role;
             if entry.points.len() >= self.settings.points {
                 entry.points.pop_front();
             }
@@ -196,6 +202,11 @@ impl MonitoringHistory {
                 outlier_counts,
             });
         }
+        for (name, s) in series.iter_mut() {
+            if !monitoring.versions.iter().any(|v| &v.version == name) {
+                s.role = VersionRole::Idle;
+            }
+        }
         let kept = self.settings.interval.as_secs_f64() * self.settings.points as f64;
         series.retain(|_, s| s.points.back().is_some_and(|p| time - p.time <= kept));
     }
@@ -215,7 +226,11 @@ impl MonitoringHistory {
                 })
             })
             .unwrap_or_default();
-        versions.sort_by_key(|v| v.role != VersionRole::Champion);
+        versions.sort_by_key(|v| match v.role {
+            VersionRole::Champion => 0,
+            VersionRole::Shadow => 1,
+            VersionRole::Idle => 2,
+        });
         ModelHistory {
             model: model.to_string(),
             interval_seconds: self.settings.interval.as_secs_f64(),
@@ -249,10 +264,7 @@ fn version_history(version: &str, series: &Series) -> VersionHistory {
     };
     VersionHistory {
         version: version.to_string(),
-        role: series
-            .points
-            .back()
-            .map_or(VersionRole::Idle, |point| point.role),
+        role: series.role,
         points: series.points.iter().cloned().collect(),
         window,
     }
@@ -437,7 +449,20 @@ mod tests {
             None,
             20.0,
         );
-        assert_eq!(history.view("m").versions.len(), 2);
+        let roles: Vec<_> = history
+            .view("m")
+            .versions
+            .iter()
+            .map(|v| (v.version.clone(), v.role))
+            .collect();
+        assert_eq!(
+            roles,
+            [
+                ("1".to_string(), VersionRole::Champion),
+                ("2".to_string(), VersionRole::Idle)
+            ],
+            "a version no longer served is idle, after the champion"
+        );
         history.record(
             &model(vec![version("1", VersionRole::Champion, 3, [3, 0])]),
             None,
