@@ -6,15 +6,15 @@ ORT_STAMP := $(VENV)/.onnxruntime-1.32.0
 DEV_STAMP := $(VENV)/.dev-requirements
 ADDR ?= 127.0.0.1:8080
 
-.PHONY: run test setup setup-dev prometheus browser-deps models lint bench load fuzz
+.PHONY: run test setup setup-dev prometheus postgresql browser-deps models lint bench load fuzz
 
 ## Install the pinned ONNX Runtime (once) and serve ./models on $(ADDR).
 run: setup
 	cargo run --release --bin vigil -- serve --models models --addr $(ADDR)
 
-## Run the whole test suite (unit, integration, tract engine, tritonclient, real Prometheus, the
-## console in Debian's chromium).
-test: setup-dev prometheus browser-deps
+## Run the whole test suite (unit, integration, tract engine, tritonclient, real Prometheus and
+## PostgreSQL, the console in Debian's chromium).
+test: setup-dev prometheus postgresql browser-deps
 	cargo test --all-features
 
 ## ONNX Runtime 1.32.0 from PyPI into the project-local .venv.
@@ -37,6 +37,14 @@ prometheus:
 		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
 		$$sudo apt-get update -qq && \
 		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus; }
+
+## Debian's PostgreSQL server binaries, which tests/common/postgres.rs runs in a temporary
+## directory (its service is not used). Installed once, with sudo when not root.
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 ## Debian's chromium and the pinned Playwright + pytest (scripts/requirements-browser.txt) for
 ## tests/browser/, which tests/browser.rs runs.

@@ -88,6 +88,7 @@ fn infer_path(c: &mut Criterion) {
         },
         None,
         None,
+        None,
     ));
 
     for (id, rows) in [("v2_json_iris_v1_1row", 1), ("v2_json_iris_v1_32rows", 32)] {

@@ -114,6 +114,7 @@ fn main() {
         },
         feedback,
         None,
+        None,
     ));
     let measured = measured();
     let warm_up = WARM_UP.min(measured);

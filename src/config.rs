@@ -116,6 +116,29 @@ pub struct ServeArgs {
     /// Bearer token of the admin API; without one the admin API answers 403 [default: none]
     #[arg(long, env = "VIGIL_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// PostgreSQL shared by replicas (`postgres://user@host:port/db`): deployments, audit,
+    /// inference log, feedback and events live there instead of under --state [default: none]
+    #[arg(long, env = "VIGIL_DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// File holding the database password (else the URL's, else PGPASSWORD) [default: none]
+    #[arg(long, env = "VIGIL_DATABASE_PASSWORD_FILE")]
+    pub database_password_file: Option<PathBuf>,
+    /// Milliseconds to connect to the database or get a connection before answering 503
+    /// [default: 2000]
+    #[arg(long, env = "VIGIL_DATABASE_TIMEOUT_MS")]
+    pub database_timeout_ms: Option<u64>,
+    /// Seconds between checks for deployment changes made by other replicas, besides the
+    /// database's notifications [default: 5]
+    #[arg(long, env = "VIGIL_STATE_POLL_SECS")]
+    pub state_poll_secs: Option<u64>,
+    /// Follow other replicas' changes as the database notifies them (LISTEN/NOTIFY); `false`
+    /// leaves only the poll [default: true]
+    #[arg(long, env = "VIGIL_STATE_NOTIFICATIONS")]
+    pub state_notifications: Option<bool>,
+    /// Address other replicas and operators reach this one at, as listed by
+    /// GET /admin/replicas [default: the listen address]
+    #[arg(long, env = "VIGIL_ADVERTISE_ADDRESS")]
+    pub advertise_address: Option<String>,
     /// Copies waiting per shadow before new ones are dropped [default: 1024]
     #[arg(long, env = "VIGIL_SHADOW_QUEUE")]
     pub shadow_queue: Option<usize>,
@@ -247,6 +270,8 @@ pub struct Environment {
     pub mlflow_tracking_username: Option<String>,
     /// `MLFLOW_TRACKING_PASSWORD`: basic-auth password.
     pub mlflow_tracking_password: Option<String>,
+    /// `PGPASSWORD`: the database password, when neither the URL nor a password file gives one.
+    pub pgpassword: Option<String>,
 }
 
 impl Environment {
@@ -331,6 +356,12 @@ struct FileConfig {
     inline_budget_us: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     admin_token: Option<String>,
+    database_url: Option<String>,
+    database_password_file: Option<PathBuf>,
+    database_timeout_ms: Option<u64>,
+    state_poll_secs: Option<u64>,
+    state_notifications: Option<bool>,
+    advertise_address: Option<String>,
     shadow_queue: Option<usize>,
     shadow_workers: Option<usize>,
     shadow_timeout_ms: Option<u64>,
@@ -434,6 +465,8 @@ pub struct Config {
     pub retrain: Option<RetrainSettings>,
     /// The MLflow Model Registry followed, when one is.
     pub mlflow: Option<MlflowSettings>,
+    /// The PostgreSQL database replicas share, when one is given.
+    pub database: Option<DatabaseSettings>,
     /// How much each model admits.
     pub admission: AdmissionSettings,
     /// Limits on connections and slow clients.
@@ -461,6 +494,7 @@ impl std::fmt::Debug for Config {
             )
             .field("inference_log", &self.inference_log)
             .field("mlflow", &self.mlflow.as_ref().map(|m| &m.uri))
+            .field("database", &self.database)
             .finish_non_exhaustive()
     }
 }
@@ -509,6 +543,7 @@ impl Config {
             quality_window: DEFAULT_QUALITY_WINDOW,
             retrain: None,
             mlflow: None,
+            database: None,
             admission: AdmissionSettings {
                 max_in_flight: 4 * default_sessions(),
                 max_queue: None,
@@ -656,6 +691,7 @@ impl Config {
                     secret: args.retrain_secret.or(file.retrain_secret),
                 }),
             mlflow: None,
+            database: None,
             admission: AdmissionSettings {
                 max_in_flight: args
                     .max_in_flight
@@ -708,6 +744,18 @@ impl Config {
         };
         match given.settle(&environment) {
             Ok(mlflow) => config.mlflow = mlflow,
+            Err(problem) => problems.push(problem),
+        }
+        let database = DatabaseGiven {
+            url: args.database_url.or(file.database_url),
+            password_file: args.database_password_file.or(file.database_password_file),
+            timeout_ms: args.database_timeout_ms.or(file.database_timeout_ms),
+            poll_secs: args.state_poll_secs.or(file.state_poll_secs),
+            notifications: args.state_notifications.or(file.state_notifications),
+            advertise_address: args.advertise_address.or(file.advertise_address),
+        };
+        match database.settle(&environment) {
+            Ok(database) => config.database = database,
             Err(problem) => problems.push(problem),
         }
         problems.extend(config.problems());
@@ -806,6 +854,120 @@ impl Config {
             }
         }
         problems
+    }
+}
+
+/// Default bound on connecting to the database and on waiting for a pooled connection.
+pub const DEFAULT_DATABASE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default interval of the check for deployment changes made by other replicas.
+pub const DEFAULT_STATE_POLL: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL database shared by replicas.
+#[derive(Clone, PartialEq)]
+pub struct DatabaseSettings {
+    /// `postgres://…` (or a libpq key=value string), as given.
+    pub url: String,
+    /// The password from `database_password_file` or `PGPASSWORD`, used when the URL has none.
+    pub password: Option<String>,
+    /// Bound on connecting and on waiting for a pooled connection.
+    pub timeout: Duration,
+    /// Interval of the fallback check for changes made elsewhere.
+    pub poll: Duration,
+    /// Follow changes as the database notifies them (else only by the poll).
+    pub notifications: bool,
+    /// How this replica is reached, for `GET /admin/replicas` (`None`: the listen address).
+    pub advertise_address: Option<String>,
+}
+
+impl std::fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("timeout", &self.timeout)
+            .field("poll", &self.poll)
+            .field("notifications", &self.notifications)
+            .field("advertise_address", &self.advertise_address)
+            .finish()
+    }
+}
+
+/// `url` with any password replaced by `***`, for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url
+            .split_whitespace()
+            .map(|pair| match pair.split_once('=') {
+                Some(("password", _)) => "password=***".to_string(),
+                _ => pair.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+    };
+    let (authority, path) = rest
+        .split_once('/')
+        .map_or((rest, None), |(a, p)| (a, Some(p)));
+    let authority = match authority.rsplit_once('@') {
+        Some((credentials, host)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{credentials}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    match path {
+        Some(path) => format!("{scheme}://{authority}/{path}"),
+        None => format!("{scheme}://{authority}"),
+    }
+}
+
+/// The `database_*` settings as given by flags, env and file, before they are checked.
+struct DatabaseGiven {
+    url: Option<String>,
+    password_file: Option<PathBuf>,
+    timeout_ms: Option<u64>,
+    poll_secs: Option<u64>,
+    notifications: Option<bool>,
+    advertise_address: Option<String>,
+}
+
+impl DatabaseGiven {
+    /// The database settings, or `None` without a URL.
+    fn settle(self, environment: &Environment) -> Result<Option<DatabaseSettings>, String> {
+        let Some(url) = self.url.filter(|u| !u.trim().is_empty()) else {
+            return match self.password_file {
+                Some(_) => Err("database_password_file: set database_url too".into()),
+                None => Ok(None),
+            };
+        };
+        let password = match &self.password_file {
+            Some(path) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|e| format!("database_password_file {}: {e}", path.display()))?
+                    .trim_end_matches(['\n', '\r'])
+                    .to_string(),
+            ),
+            None => environment.pgpassword.clone(),
+        };
+        let timeout = self
+            .timeout_ms
+            .map_or(DEFAULT_DATABASE_TIMEOUT, Duration::from_millis);
+        let poll = self
+            .poll_secs
+            .map_or(DEFAULT_STATE_POLL, Duration::from_secs);
+        if timeout.is_zero() {
+            return Err("database_timeout_ms: must be at least 1".into());
+        }
+        if poll.is_zero() {
+            return Err("state_poll_secs: must be at least 1".into());
+        }
+        Ok(Some(DatabaseSettings {
+            url,
+            password,
+            timeout,
+            poll,
+            notifications: self.notifications.unwrap_or(true),
+            advertise_address: self.advertise_address.filter(|a| !a.is_empty()),
+        }))
     }
 }
 

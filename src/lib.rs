@@ -57,6 +57,7 @@ pub mod listener;
 pub mod metrics;
 pub mod mlflow;
 pub mod monitor;
+pub mod replication;
 pub mod repository;
 pub mod serving;
 pub mod shutdown;
@@ -64,16 +65,20 @@ pub mod signature;
 pub mod store;
 
 use crate::config::Config;
+use crate::config::redact_url;
 use crate::engine::{EngineError, Engines};
 use crate::feedback::log::LogSettings;
 use crate::feedback::{Candidate, Feedback, FeedbackSettings, InferenceLog};
 use crate::mlflow::RegistrySync;
 use crate::monitor::MonitorSettings;
+use crate::replication::Replication;
 use crate::serving::{
     DeploymentDefaults, HistorySettings, LoadContext, MirrorSettings, Registry, RegistrySettings,
     ServingError, ServingOptions,
 };
-use crate::store::{DeploymentStore, FeedbackStore, SqliteFeedbackStore, StoreError};
+use crate::store::{
+    DeploymentFiles, DeploymentStore, FeedbackStore, PostgresStore, SqliteFeedbackStore, StoreError,
+};
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -96,6 +101,9 @@ pub enum StartupError {
     /// A file-system or socket operation failed.
     #[error("{0}")]
     Io(String),
+    /// The database named by `--database-url` cannot be used: start-up is refused.
+    #[error("{0}")]
+    Database(String),
 }
 
 /// A loaded gateway: engines, the registry of models, and the feedback loop when the state
@@ -110,6 +118,8 @@ pub struct Loaded {
         Arc<Feedback>,
         tokio::sync::mpsc::UnboundedReceiver<Candidate>,
     )>,
+    /// The database shared with other replicas, when `--database-url` names one.
+    pub database: Option<PostgresStore>,
 }
 
 /// Finds and loads ONNX Runtime as `config` says, loads every version of the repository, and,
@@ -131,13 +141,26 @@ pub async fn load(config: &Config, with_state: bool) -> Result<Loaded, StartupEr
         "ONNX Runtime loaded"
     );
     let metrics = Arc::new(metrics::Metrics::new());
-    let store = if with_state {
+    let database = match (&config.database, with_state) {
+        (Some(settings), true) => {
+            Some(PostgresStore::connect(settings).await.map_err(|error| {
+                StartupError::Database(format!(
+                    "cannot use the database {}: {error}",
+                    redact_url(&settings.url)
+                ))
+            })?)
+        }
+        _ => None,
+    };
+    let store: Option<Arc<dyn DeploymentStore>> = if let Some(database) = &database {
+        Some(Arc::new(database.clone()))
+    } else if with_state {
         let dir = config.state.clone();
-        Some(
-            tokio::task::spawn_blocking(move || DeploymentStore::open(&dir))
+        Some(Arc::new(
+            tokio::task::spawn_blocking(move || DeploymentFiles::open(&dir))
                 .await
                 .map_err(|e| StartupError::Io(e.to_string()))??,
-        )
+        ))
     } else {
         None
     };
@@ -196,6 +219,7 @@ pub async fn load(config: &Config, with_state: bool) -> Result<Loaded, StartupEr
         engines,
         registry,
         feedback,
+        database,
     })
 }
 
@@ -244,7 +268,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
     let Loaded {
-        registry, feedback, ..
+        registry,
+        feedback,
+        database,
+        ..
     } = load(&config, true).await?;
     for model in registry.models() {
         let state = model.deployment();
@@ -282,6 +309,21 @@ pub async fn run(
         None => None,
     };
     let syncing = sync.clone().map(|sync| tokio::spawn(sync.run()));
+    let address = listener
+        .local_addr()
+        .map_err(|e| StartupError::Io(e.to_string()))?;
+    let replication = match (database, &config.database) {
+        (Some(store), Some(settings)) => Some(Replication::new(
+            Arc::clone(&registry),
+            store,
+            settings,
+            address.to_string(),
+        )),
+        _ => None,
+    };
+    let replicating = replication
+        .clone()
+        .map(|replication| tokio::spawn(replication.run()));
     let state = api::AppState::new(
         Arc::clone(&registry),
         api::Access {
@@ -291,13 +333,11 @@ pub async fn run(
         },
         feedback.clone(),
         sync,
+        replication,
     );
     let history = tokio::spawn(Arc::clone(&registry).record_history());
     let evaluator = tokio::spawn(evaluate_periodically(registry, config.drift_interval));
     let app = api::router(state.clone());
-    let address = listener
-        .local_addr()
-        .map_err(|e| StartupError::Io(e.to_string()))?;
     tracing::info!(%address, "serving");
 
     // Shutdown: (1) the signal fires, (2) readiness turns false (new inferences get 503) and the
@@ -320,6 +360,9 @@ pub async fn run(
     // feedback intake takes no more, and the inference log writes what it has queued.
     evaluator.abort();
     history.abort();
+    if let Some(replicating) = replicating {
+        replicating.abort();
+    }
     if let Some(syncing) = syncing {
         syncing.abort();
     }

@@ -123,6 +123,7 @@ fn environment() -> Environment {
         mlflow_tracking_token: var("MLFLOW_TRACKING_TOKEN"),
         mlflow_tracking_username: var("MLFLOW_TRACKING_USERNAME"),
         mlflow_tracking_password: var("MLFLOW_TRACKING_PASSWORD"),
+        pgpassword: var("PGPASSWORD"),
     }
 }
 

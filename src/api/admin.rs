@@ -10,6 +10,7 @@ use super::revision::{deployment_response, expected_revision};
 use super::v2_types::parse_json;
 use super::{ApiError, AppState, body};
 use crate::mlflow::SyncView;
+use crate::replication::FleetView;
 use crate::serving::{
     DeployPolicy, DeploymentState, ModelHistory, ModelMonitoring, ModelReport, ScanOutcome,
     ServingError,
@@ -46,6 +47,7 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/models/{model}/monitoring/evaluate", post(evaluate))
         .route("/admin/models/{model}/monitoring/history", get(history))
         .route("/admin/models/{model}/audit", get(audit))
+        .route("/admin/replicas", get(replicas))
         .route(
             "/admin/models/{model}/quality",
             get(super::feedback::quality),
@@ -292,6 +294,14 @@ async fn history(
     Path(model): Path<String>,
 ) -> Result<Json<ModelHistory>, ApiError> {
     Ok(Json(app.registry().history(&model)?))
+}
+
+/// The replicas sharing the database: what each serves, how far behind it is, its heartbeat.
+async fn replicas(State(app): State<AppState>) -> Result<Json<FleetView>, ApiError> {
+    let replication = app.replication().ok_or(ApiError::NotReplicated)?;
+    Ok(Json(
+        replication.fleet().await.map_err(ServingError::State)?,
+    ))
 }
 
 /// Audit entries answered at most (`?limit=`).

@@ -50,6 +50,9 @@ pub enum ApiError {
     /// The route exists but not for this method.
     #[error("method {0} is not allowed on this route")]
     MethodNotAllowed(String),
+    /// `GET /admin/replicas` on a gateway that shares no database.
+    #[error("this gateway shares no database with replicas: start it with --database-url")]
+    NotReplicated,
     /// The admin API has no token configured: it is disabled, never open.
     #[error("admin API disabled: start the gateway with VIGIL_ADMIN_TOKEN (or admin_token) set")]
     AdminDisabled,
@@ -115,7 +118,12 @@ impl ApiError {
                 ServingError::InvalidInput { .. } => StatusCode::BAD_REQUEST,
                 ServingError::TooManyRows { .. } => StatusCode::PAYLOAD_TOO_LARGE,
                 ServingError::Conflict(_) => StatusCode::CONFLICT,
-                ServingError::Stale { .. } => StatusCode::PRECONDITION_FAILED,
+                ServingError::Stale { .. } | ServingError::State(StoreError::Conflict { .. }) => {
+                    StatusCode::PRECONDITION_FAILED
+                }
+                ServingError::State(StoreError::Unavailable { .. }) => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
                 ServingError::Engine(_)
                 | ServingError::State(_)
                 | ServingError::Repository(_)
@@ -127,14 +135,15 @@ impl ApiError {
             ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::NoRoute { .. } | ApiError::NotReplicated => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::AdminDisabled | ApiError::FeedbackDisabled(_) => StatusCode::FORBIDDEN,
             ApiError::Feedback(error) => match error {
-                FeedbackError::Store(StoreError::Database { .. }) | FeedbackError::Stopped => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                FeedbackError::Store(
+                    StoreError::Database { .. } | StoreError::Unavailable { .. },
+                )
+                | FeedbackError::Stopped => StatusCode::SERVICE_UNAVAILABLE,
                 FeedbackError::Store(_) | FeedbackError::Unanswered { .. } => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }

@@ -21,6 +21,7 @@
 //! | `GET /admin/models/{m}/monitoring` | latency, errors, acceptance, predictions, drift, outliers, shadows (admin) |
 //! | `POST /admin/models/{m}/monitoring/evaluate` | run the drift evaluation now (admin) |
 //! | `GET /admin/models/{m}/monitoring/history` | figures over time per served version (admin) |
+//! | `GET /admin/replicas` | the replicas sharing the database: what each serves, lag, heartbeat (admin) |
 //! | `GET /admin/models/{m}/audit` | the model's audited deployment changes, newest first (admin) |
 //! | `POST /v2/repository/models/{m}/load`, `/unload` | OIP repository extension (admin) |
 //! | `POST /v1/models/{m}/feedback` | ground truth by request id (feedback or admin token) |
@@ -56,6 +57,7 @@ pub use self::error::ApiError;
 use crate::feedback::Feedback;
 use crate::mlflow::RegistrySync;
 use crate::monitor::Protocol;
+use crate::replication::Replication;
 use crate::serving::Registry;
 use axum::Router;
 use axum::http::{Method, Uri};
@@ -82,6 +84,7 @@ struct Inner {
     registry: Arc<Registry>,
     feedback: Option<Arc<Feedback>>,
     registry_sync: Option<Arc<RegistrySync>>,
+    replication: Option<Arc<Replication>>,
     max_body_bytes: usize,
     admin_token: Option<String>,
     feedback_token: Option<String>,
@@ -93,12 +96,14 @@ struct Inner {
 }
 
 impl AppState {
-    /// State over a loaded registry and its feedback loop (if any).
+    /// State over a loaded registry, its feedback loop, model registry sync and replication
+    /// (each when there is one).
     pub fn new(
         registry: Arc<Registry>,
         access: Access,
         feedback: Option<Arc<Feedback>>,
         registry_sync: Option<Arc<RegistrySync>>,
+        replication: Option<Arc<Replication>>,
     ) -> AppState {
         let request_prefix = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -113,6 +118,7 @@ impl AppState {
             registry,
             feedback,
             registry_sync,
+            replication,
             max_body_bytes: access.max_body_bytes,
             admin_token: access.admin_token,
             feedback_token: access.feedback_token,
@@ -159,6 +165,11 @@ impl AppState {
     /// The model registry sync, when a registry is followed.
     pub fn registry_sync(&self) -> Option<&Arc<RegistrySync>> {
         self.0.registry_sync.as_ref()
+    }
+
+    /// This replica's part in a fleet sharing a database, when there is one.
+    pub fn replication(&self) -> Option<&Arc<Replication>> {
+        self.0.replication.as_ref()
     }
 
     /// Marks the gateway as draining: readiness turns false, in-flight requests still finish.

@@ -98,13 +98,7 @@ impl Registry {
         let Some(store) = &self.store else {
             return Ok(Vec::new());
         };
-        let store = Arc::clone(store);
-        let model = model.to_string();
-        Ok(
-            tokio::task::spawn_blocking(move || store.audit(&model, limit))
-                .await
-                .map_err(|e| ServingError::interrupted("reading the audit log", &e))??,
-        )
+        Ok(store.audit(model, limit).await?)
     }
 
     /// Steps 4–5 for a state built by a planner: saves the change from `before` to `next`
@@ -124,11 +118,7 @@ impl Registry {
         let mut entry = AuditEntry::now(actor, action, &next.model, before, next.record());
         entry.evidence = evidence;
         if let Some(store) = &self.store {
-            let store = Arc::clone(store);
-            let saved = entry.clone();
-            tokio::task::spawn_blocking(move || store.commit(&saved))
-                .await
-                .map_err(|e| ServingError::interrupted("saving the deployment", &e))??;
+            store.commit(&entry).await?;
         }
         let next = Arc::new(next);
         pending.model.deployment.store(Arc::clone(&next));

@@ -9,6 +9,7 @@
 
 mod admission;
 mod batcher;
+mod catch_up;
 mod changes;
 mod commit;
 mod deployment;
@@ -206,7 +207,7 @@ pub struct Registry {
     models: ArcSwap<BTreeMap<String, Arc<ModelState>>>,
     /// Serialises rescans (a rescan adds models to the map).
     rescans: tokio::sync::Mutex<()>,
-    store: Option<Arc<DeploymentStore>>,
+    store: Option<Arc<dyn DeploymentStore>>,
     /// Where answered rows and shadow predictions are recorded, when the log is on.
     log: Option<Arc<InferenceLog>>,
     /// The feedback loop, told of every published deployment.

@@ -12,7 +12,7 @@ use super::{
     ServingError,
 };
 use crate::repository::{self, ModelDir, VersionDir};
-use crate::store::{Actor, DeploymentStore};
+use crate::store::{Actor, DeploymentStore, StoreError};
 use arc_swap::ArcSwap;
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -48,7 +48,7 @@ impl Registry {
         root: &Path,
         loader: LoadContext,
         settings: RegistrySettings,
-        store: Option<DeploymentStore>,
+        store: Option<Arc<dyn DeploymentStore>>,
     ) -> Result<Registry, ServingError> {
         let registry = Registry {
             root: root.to_path_buf(),
@@ -61,23 +61,37 @@ impl Registry {
             defaults: settings.defaults,
             models: ArcSwap::from_pointee(BTreeMap::new()),
             rescans: tokio::sync::Mutex::new(()),
-            store: store.map(Arc::new),
+            store,
             log: settings.log,
             feedback: settings.feedback,
             history: MonitoringHistory::new(settings.history),
         };
         for model in registry.discover().await? {
             let versions = registry.load_all(model.versions).await?;
-            match registry.saved(&model.name)? {
+            match registry.saved(&model.name).await? {
                 Some(saved) => {
                     registry
                         .resume(&model.name, &saved, versions, ModelSource::Repository)
                         .await?;
                 }
                 None => {
-                    registry
-                        .first_deployment(&model.name, versions, Actor::Startup)
-                        .await?;
+                    let first = registry
+                        .first_deployment(&model.name, versions.clone(), Actor::Startup)
+                        .await;
+                    if let Err(ServingError::State(StoreError::Conflict { .. })) = first {
+                        // A replica sharing the store deployed it first: serve what it saved.
+                        let saved = registry.saved(&model.name).await?.ok_or_else(|| {
+                            StoreError::Conflict {
+                                model: model.name.clone(),
+                                current: 0,
+                            }
+                        })?;
+                        registry
+                            .resume(&model.name, &saved, versions, ModelSource::Repository)
+                            .await?;
+                    } else {
+                        first?;
+                    }
                 }
             }
         }
@@ -105,7 +119,7 @@ impl Registry {
                 tracing::warn!(model = %model.name, "the repository has a model of this name; the registry's is not served");
                 continue;
             }
-            let Some(saved) = self.saved(&model.name)? else {
+            let Some(saved) = self.saved(&model.name).await? else {
                 continue;
             };
             let versions = self.load_all(model.versions).await?;
@@ -116,9 +130,12 @@ impl Registry {
     }
 
     /// The saved deployment of `model`, when there is a store and it knows the model.
-    fn saved(&self, model: &str) -> Result<Option<crate::store::DeploymentRecord>, ServingError> {
+    async fn saved(
+        &self,
+        model: &str,
+    ) -> Result<Option<crate::store::DeploymentRecord>, ServingError> {
         match &self.store {
-            Some(store) => Ok(store.load(model)?),
+            Some(store) => Ok(store.load(model).await?),
             None => Ok(None),
         }
     }

@@ -90,7 +90,7 @@ impl AuditEntry {
 /// The most bytes read back from the end of the log to find its last entry.
 const TAIL_BYTES: u64 = 1 << 20;
 /// The most bytes read back from the end of the log for a model's recent entries.
-pub const RECENT_BYTES: u64 = 4 << 20;
+const RECENT_BYTES: u64 = 4 << 20;
 
 /// The open audit log file. Not synchronised: [`super::DeploymentStore`] holds it under a lock.
 #[derive(Debug)]
@@ -161,21 +161,27 @@ impl AuditLog {
             .map_err(|e| StoreError::write(&self.path, &e))
     }
 
-    /// The newest `limit` entries of `model`, newest first, from the last [`RECENT_BYTES`] of
-    /// the log (lines that do not parse, such as a torn last line, are skipped).
-    ///
-    /// # Errors
-    /// [`StoreError::Write`] when the file cannot be read.
-    pub fn recent(&mut self, model: &str, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+    /// The last `bytes` of the log (all of it when shorter), and the offset they start at.
+    fn tail(&mut self, bytes: u64) -> Result<(u64, Vec<u8>), StoreError> {
         let fail = |e: std::io::Error| StoreError::write(&self.path, &e);
         let len = self.file.metadata().map_err(fail)?.len();
-        let start = len.saturating_sub(RECENT_BYTES);
+        let start = len.saturating_sub(bytes);
         let mut tail = Vec::with_capacity(usize::try_from(len - start).unwrap_or(0));
         self.file.seek(SeekFrom::Start(start)).map_err(fail)?;
         (&self.file)
             .take(len - start)
             .read_to_end(&mut tail)
             .map_err(fail)?;
+        Ok((start, tail))
+    }
+
+    /// The newest `limit` entries of `model`, newest first, from the last 4 MiB of
+    /// the log (lines that do not parse, such as a torn last line, are skipped).
+    ///
+    /// # Errors
+    /// [`StoreError::Write`] when the file cannot be read.
+    pub fn recent(&mut self, model: &str, limit: usize) -> Result<Vec<AuditEntry>, StoreError> {
+        let (_, tail) = self.tail(RECENT_BYTES)?;
         Ok(tail
             .rsplit(|&b| b == b'\n')
             .filter_map(|line| serde_json::from_slice::<AuditEntry>(line).ok())
@@ -191,15 +197,7 @@ impl AuditLog {
     /// # Errors
     /// [`StoreError::Write`] when the file cannot be read or cut.
     pub fn last_entry(&mut self) -> Result<Option<AuditEntry>, StoreError> {
-        let fail = |e: std::io::Error| StoreError::write(&self.path, &e);
-        let len = self.file.metadata().map_err(fail)?.len();
-        let start = len.saturating_sub(TAIL_BYTES);
-        let mut tail = Vec::with_capacity(usize::try_from(len - start).unwrap_or(0));
-        self.file.seek(SeekFrom::Start(start)).map_err(fail)?;
-        (&self.file)
-            .take(len - start)
-            .read_to_end(&mut tail)
-            .map_err(fail)?;
+        let (start, tail) = self.tail(TAIL_BYTES)?;
         let complete = match tail.iter().rposition(|&b| b == b'\n') {
             Some(end) => end + 1,
             None if start == 0 => 0,

@@ -1,4 +1,6 @@
+use super::files::Files;
 use super::*;
+use std::collections::BTreeMap;
 
 fn record(revision: u64, threshold: f64) -> DeploymentRecord {
     DeploymentRecord {
@@ -26,7 +28,7 @@ fn entry(revision: u64) -> AuditEntry {
 #[test]
 fn a_commit_is_in_the_state_file_and_the_audit_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = DeploymentStore::open(dir.path()).expect("open");
+    let store = Files::open(dir.path()).expect("open");
     assert_eq!(store.load("iris").expect("no state yet"), None);
     store.commit(&entry(1)).expect("commit");
     store.commit(&entry(2)).expect("commit");
@@ -47,7 +49,7 @@ fn a_commit_is_in_the_state_file_and_the_audit_log() {
 #[test]
 fn a_corrupt_state_file_is_an_error_not_a_fresh_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = DeploymentStore::open(dir.path()).expect("open");
+    let store = Files::open(dir.path()).expect("open");
     std::fs::write(store.path("iris"), "{\"format\": 2, \"model\": ").expect("write");
     let err = store.load("iris").unwrap_err();
     assert!(err.to_string().contains("move it away"), "{err}");
@@ -57,20 +59,20 @@ fn a_corrupt_state_file_is_an_error_not_a_fresh_start() {
 #[test]
 fn an_audited_change_whose_state_file_was_not_written_is_completed_at_open() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = DeploymentStore::open(dir.path()).expect("open");
+    let store = Files::open(dir.path()).expect("open");
     store.commit(&entry(1)).expect("commit");
     // The process died after appending revision 2 to the log, before the state file.
     let mut audit = AuditLog::open(&store.audit_path()).expect("log");
     audit.append(&entry(2)).expect("append");
     drop(store);
-    let reopened = DeploymentStore::open(dir.path()).expect("reopen");
+    let reopened = Files::open(dir.path()).expect("reopen");
     assert_eq!(reopened.load("iris").expect("load"), Some(entry(2).after));
 }
 
 #[test]
 fn a_state_file_that_cannot_be_replaced_leaves_no_audit_entry() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = DeploymentStore::open(dir.path()).expect("open");
+    let store = Files::open(dir.path()).expect("open");
     store.commit(&entry(1)).expect("commit");
     let before = std::fs::read_to_string(store.audit_path()).expect("log");
     // A directory where the temp file must go makes the state write fail for real.
@@ -95,7 +97,7 @@ fn a_format_1_state_file_is_split_per_model() {
             "known_versions": ["1", "2", "3"]}}}"#,
     )
     .expect("write legacy");
-    let store = DeploymentStore::open(dir.path()).expect("open");
+    let store = Files::open(dir.path()).expect("open");
     let iris = store.load("iris").expect("load").expect("migrated");
     assert_eq!(iris.revision, 0);
     assert_eq!(iris.champion.as_deref(), Some("2"));

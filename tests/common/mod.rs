@@ -8,6 +8,7 @@
 
 pub mod admin;
 pub mod mlflow;
+pub mod postgres;
 pub mod process;
 
 use reqwest::StatusCode;

@@ -1,0 +1,206 @@
+//! A real PostgreSQL server for tests: Debian's `postgresql` binaries, `initdb` into a temporary
+//! directory and `postgres` on a free loopback port, run as the unprivileged `postgres` user when
+//! the tests run as root. Stopped by PID when dropped. A missing installation fails the test with
+//! the command that installs it.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The command that installs what this harness needs.
+pub const INSTALL: &str =
+    "apt-get install -y postgresql (Debian's PostgreSQL 15; .ci/run installs it)";
+
+/// A running PostgreSQL server with one database, `vigil`, owned by the superuser `vigil`
+/// (trust authentication on loopback).
+pub struct Postgres {
+    child: Option<Child>,
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    /// The port it listens on (127.0.0.1).
+    pub port: u16,
+}
+
+/// The directory of Debian's PostgreSQL binaries (the newest installed major version).
+fn binaries() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .unwrap_or_else(|e| panic!("no /usr/lib/postgresql ({e}); install it: {INSTALL}"))
+        .filter_map(|entry| entry.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists() && bin.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .unwrap_or_else(|| panic!("no PostgreSQL server binaries; install them: {INSTALL}"))
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
+}
+
+/// `program args…`, as the `postgres` user when running as root (PostgreSQL refuses root);
+/// `setpriv` executes the program in place, so the child's PID is the program's own.
+fn as_owner(program: &Path) -> Command {
+    if running_as_root() {
+        let mut command = Command::new("setpriv");
+        command
+            .args([
+                "--reuid=postgres",
+                "--regid=postgres",
+                "--init-groups",
+                "--",
+            ])
+            .arg(program);
+        command
+    } else {
+        Command::new(program)
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .map(|addr| addr.port())
+        .expect("a free loopback port")
+}
+
+impl Postgres {
+    /// Initialises a cluster in a temporary directory and starts the server; waits (up to 60 s)
+    /// until it accepts connections and the `vigil` database exists.
+    pub fn start() -> Postgres {
+        let bin = binaries();
+        let dir = tempfile::Builder::new()
+            .prefix("vigil-pg-")
+            .tempdir()
+            .expect("temporary directory");
+        if running_as_root() {
+            let status = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .status()
+                .expect("chown runs");
+            assert!(
+                status.success(),
+                "cannot give the data directory to postgres"
+            );
+        }
+        let data = dir.path().join("data");
+        let init = as_owner(&bin.join("initdb"))
+            .args(["-D"])
+            .arg(&data)
+            .args(["-U", "vigil", "--auth=trust", "-E", "UTF8", "--no-sync"])
+            .stdout(Stdio::null())
+            .output()
+            .expect("initdb runs");
+        assert!(
+            init.status.success(),
+            "initdb failed: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let mut postgres = Postgres {
+            child: None,
+            dir,
+            bin,
+            port: free_port(),
+        };
+        postgres.launch();
+        let created = Command::new(postgres.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-U", "vigil", "-d", "postgres", "-p"])
+            .arg(postgres.port.to_string())
+            .args(["-q", "-c", "CREATE DATABASE vigil"])
+            .output()
+            .expect("psql runs");
+        assert!(
+            created.status.success(),
+            "cannot create the database: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+        postgres
+    }
+
+    /// Starts the server process on the data directory (again, after [`Postgres::stop`]).
+    pub fn launch(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let data = self.dir.path().join("data");
+        let log = std::fs::File::create(self.dir.path().join("postgres.log")).expect("log file");
+        let child = as_owner(&self.bin.join("postgres"))
+            .arg("-D")
+            .arg(&data)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c"])
+            .arg(format!(
+                "unix_socket_directories={}",
+                self.dir.path().display()
+            ))
+            .args(["-c", "fsync=off", "-c", "max_connections=200", "-p"])
+            .arg(self.port.to_string())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start postgres ({e}); install it: {INSTALL}"));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let ready = Command::new(self.bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-q", "-p"])
+                .arg(self.port.to_string())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ready {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "postgres did not accept connections within 60 s: {}",
+                std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the server by PID: SIGINT (PostgreSQL's fast shutdown: clients are disconnected at
+    /// once), SIGKILL if it has not exited within 10 s.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-INT", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// `postgres://vigil@127.0.0.1:<port>/vigil`.
+    pub fn url(&self) -> String {
+        format!("postgres://vigil@127.0.0.1:{}/vigil", self.port)
+    }
+
+    /// Runs one SQL command with `psql`, returning its output (unaligned, tuples only).
+    pub fn sql(&self, command: &str) -> String {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-h", "127.0.0.1", "-U", "vigil", "-d", "vigil", "-At", "-p"])
+            .arg(self.port.to_string())
+            .args(["-c", command])
+            .output()
+            .expect("psql runs");
+        assert!(
+            out.status.success(),
+            "psql {command}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
