@@ -19,6 +19,10 @@ including connection failures); no request sent after the PUT returned, and no r
 a new-version response was received, is answered by the old version before the next PUT is sent
 (`stale`). Both must be 0.
 
+With `--client-port`, the client talks to another replica than the one the PUTs go to (replicas
+sharing a database): the figures are then the time for a change made on one replica to be served
+by another.
+
 Standard library only. The admin token is read from the environment (ADMIN_TOKEN) so that it does
 not appear on the command line. Exit status: 0 when every swap was observed and errors and stale are
 0; 1 otherwise; 2 on bad arguments or when the gateway is not in the expected state.
@@ -145,6 +149,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--client-port",
+        type=int,
+        help="the client's gateway when it is another replica than the one swapped (default: --port)",
+    )
     parser.add_argument("--model", default="iris")
     parser.add_argument("--versions", default="1,2", help="the two versions to alternate")
     parser.add_argument("--swaps", type=int, default=int(os.environ.get("SWAPS", "50")))
@@ -188,7 +197,7 @@ def main():
             return 2
     start_champion = report.get("champion")
 
-    client = Client(args.host, args.port, args.model, versions)
+    client = Client(args.host, args.client_port or args.port, args.model, versions)
     client.start()
     time.sleep(args.warmup_s)
     warmup_requests = len(client.records)

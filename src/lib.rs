@@ -165,7 +165,7 @@ pub async fn load(config: &Config, with_state: bool) -> Result<Loaded, StartupEr
         None
     };
     let feedback = if with_state && config.inference_log {
-        Some(start_feedback(config, Arc::clone(&metrics)).await?)
+        Some(start_feedback(config, database.as_ref(), Arc::clone(&metrics)).await?)
     } else {
         None
     };
@@ -223,10 +223,11 @@ pub async fn load(config: &Config, with_state: bool) -> Result<Loaded, StartupEr
     })
 }
 
-/// Opens the feedback store under `config.state` and starts the inference log and the
-/// feedback loop.
+/// Opens the feedback store (the shared `database`, else SQLite under `config.state`) and
+/// starts the inference log and the feedback loop.
 async fn start_feedback(
     config: &Config,
+    database: Option<&PostgresStore>,
     metrics: Arc<metrics::Metrics>,
 ) -> Result<
     (
@@ -235,7 +236,10 @@ async fn start_feedback(
     ),
     StartupError,
 > {
-    let store: Arc<dyn FeedbackStore> = Arc::new(SqliteFeedbackStore::open(&config.state).await?);
+    let store: Arc<dyn FeedbackStore> = match database {
+        Some(database) => Arc::new(database.clone()),
+        None => Arc::new(SqliteFeedbackStore::open(&config.state).await?),
+    };
     let log = InferenceLog::start(
         Arc::clone(&store),
         LogSettings {
@@ -253,6 +257,9 @@ async fn start_feedback(
             quality_window: config.quality_window,
             exports: config.state.join("exports"),
             retrain: config.retrain.clone(),
+            shared: database
+                .and(config.database.as_ref())
+                .map(|settings| settings.poll),
         },
     ))
 }

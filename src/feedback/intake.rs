@@ -331,7 +331,9 @@ async fn store_group(
     for ((index, write), outcome) in written.iter().zip(&writes).zip(outcomes) {
         results[*index] = Some(match outcome {
             LabelOutcome::Accepted { .. } => {
-                feedback.score(write);
+                if !feedback.is_shared() {
+                    feedback.score(&write.key.model, &write.row, write.truth);
+                }
                 Ok(ItemStatus::Accepted)
             }
             LabelOutcome::Replaced { .. } => {
@@ -358,6 +360,15 @@ async fn store_group(
     }
     for event in events {
         feedback.event_created(event).await;
+    }
+    if feedback.is_shared() {
+        let models: std::collections::BTreeSet<&str> =
+            group.iter().map(|s| s.model.as_str()).collect();
+        for model in models {
+            if let Err(error) = feedback.score_stored(model).await {
+                tracing::warn!(%model, %error, "labels stored but not yet scored here");
+            }
+        }
     }
     feedback.promote_candidates(group.iter().map(|s| s.model.as_str()));
     let mut results = results.into_iter();

@@ -9,8 +9,8 @@
 use crate::clock::now_ms;
 use crate::engine::{Tensor, TensorData};
 use crate::metrics::{self, Metrics};
-use crate::store::FeedbackStore;
 use crate::store::feedback::{LoggedPrediction, ServedRow, ShadowedRow};
+use crate::store::{FeedbackStore, StoreError};
 use dashmap::DashMap;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,6 +22,8 @@ use tokio::sync::{Notify, watch};
 pub const BATCH_ROWS: usize = 1_000;
 /// Longest a record waits in the queue before its batch is written.
 pub const BATCH_DELAY: Duration = Duration::from_millis(50);
+/// The longest pause between attempts to write a batch while the store is unavailable.
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// How often old rows are expired.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 /// Most rows per table one expiry transaction deletes: expiring in small steps every second keeps
@@ -372,7 +374,12 @@ impl Writer {
         }
     }
 
-    /// One transaction.
+    /// True once the log is closing (or gone): no more waiting for the store.
+    fn closing(&self) -> bool {
+        self.log.upgrade().is_none_or(|log| *log.closing.borrow())
+    }
+
+    /// One transaction, retried while the store is unavailable (see [`MAX_RETRY_PAUSE`]).
     async fn commit(&self, served: Vec<ServedRow>, shadowed: Vec<ShadowedRow>) {
         let written = (served.len() + shadowed.len()) as u64;
         let mut per_model: BTreeMap<Arc<str>, u64> = BTreeMap::new();
@@ -383,7 +390,20 @@ impl Writer {
         {
             *per_model.entry(Arc::clone(model)).or_default() += 1;
         }
-        match self.store.append(served, shadowed).await {
+        let mut backoff = Duration::from_millis(100);
+        let outcome = loop {
+            match self.store.append(served.clone(), shadowed.clone()).await {
+                // The database is out of reach: keep this batch and try again (the queue
+                // behind it fills up to its bound, and what does not fit is counted as dropped),
+                // unless the log is closing.
+                Err(StoreError::Unavailable { .. }) if !self.closing() => {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_RETRY_PAUSE);
+                }
+                outcome => break outcome,
+            }
+        };
+        match outcome {
             Ok(repeated) => {
                 self.metrics
                     .counter(metrics::INFERENCE_LOG_ROWS, &[])

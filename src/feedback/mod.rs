@@ -23,7 +23,7 @@ pub use self::log::InferenceLog;
 pub use self::quality::QualityView;
 pub use self::scoring::{Candidate, DeploymentFacts, ModelFeedback, VersionFacts};
 use crate::metrics::{self, Metrics};
-use crate::store::feedback::{LabelWrite, RetrainSettings, StoredEvent, Trigger};
+use crate::store::feedback::{LoggedRow, RetrainSettings, StoredEvent, Trigger, Truth};
 use crate::store::{FeedbackStore, PromotionSettings, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -65,6 +65,10 @@ pub struct FeedbackSettings {
     pub exports: PathBuf,
     /// Retraining settings for models without their own.
     pub retrain: Option<RetrainSettings>,
+    /// When the store is shared with other replicas: how often to take the labels they
+    /// stored. Every label is then scored from the store, in label order, on every replica
+    /// (so their figures agree); without, a label is scored as it is accepted here.
+    pub shared: Option<std::time::Duration>,
 }
 
 /// The feedback loop of one gateway.
@@ -77,6 +81,9 @@ pub struct Feedback {
     intake: Mutex<Option<mpsc::Sender<intake::Submission>>>,
     candidates: mpsc::UnboundedSender<Candidate>,
     deliveries: Arc<Notify>,
+    /// Per model, the last label scored (its `seq`); held while labels are taken from the
+    /// store, so that none is scored twice.
+    scored_through: tokio::sync::Mutex<BTreeMap<String, i64>>,
 }
 
 impl std::fmt::Debug for Feedback {
@@ -144,8 +151,12 @@ impl Feedback {
             intake: Mutex::new(Some(submit)),
             candidates,
             deliveries: Arc::new(Notify::new()),
+            scored_through: tokio::sync::Mutex::new(BTreeMap::new()),
         });
         tokio::spawn(intake::run(Arc::clone(&feedback), submissions));
+        if let Some(every) = feedback.settings.shared {
+            tokio::spawn(follow_shared_labels(Arc::downgrade(&feedback), every));
+        }
         tokio::spawn(delivery::run(
             Arc::clone(&feedback.store),
             Arc::clone(&feedback.metrics),
@@ -211,6 +222,7 @@ impl Feedback {
     /// Replays a model's stored labels into fresh quality and evidence (the Prometheus counters
     /// count the labels this process received; PromQL's `increase` handles their restarts).
     async fn replay(&self, model: &str) -> Result<(), FeedbackError> {
+        let mut scored_through = self.scored_through.lock().await;
         let labels = self.store.labels(model).await?;
         let window = self.settings.quality_window;
         self.with_model(model, |m| {
@@ -219,17 +231,43 @@ impl Feedback {
                 m.score(&label.row, label.truth, window);
             }
         });
+        scored_through.insert(
+            model.to_string(),
+            labels.iter().map(|l| l.seq).max().unwrap_or(0),
+        );
         self.publish_figures(model);
         Ok(())
     }
 
-    /// Scores a freshly accepted label.
-    fn score(&self, write: &LabelWrite) {
-        let model = &write.key.model;
+    /// True when labels are scored from a store shared with other replicas.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.settings.shared.is_some()
+    }
+
+    /// Scores the labels of `model` stored since the last one scored here (by any replica), in
+    /// label order.
+    ///
+    /// # Errors
+    /// [`FeedbackError::Store`] when the store cannot be read.
+    pub(crate) async fn score_stored(&self, model: &str) -> Result<(), FeedbackError> {
+        let mut scored_through = self.scored_through.lock().await;
+        let after = scored_through.get(model).copied().unwrap_or(0);
+        let labels = self.store.labels_between(model, after, i64::MAX).await?;
+        for label in &labels {
+            self.score(model, &label.row, label.truth);
+        }
+        if let Some(last) = labels.iter().map(|l| l.seq).max() {
+            scored_through.insert(model.to_string(), last);
+        }
+        Ok(())
+    }
+
+    /// Scores one accepted label.
+    fn score(&self, model: &str, row: &LoggedRow, truth: Truth) {
         let window = self.settings.quality_window;
         let scoring = self
             .with_model(model, |m| {
-                let scoring = m.score(&write.row, write.truth, window);
+                let scoring = m.score(row, truth, window);
                 for (champion, shadow) in &scoring.decided {
                     let state = m.evidence.get(&(champion.clone(), shadow.clone())).map(|e| e.state);
                     tracing::info!(%model, %champion, %shadow, ?state, "promotion evidence decided");
@@ -239,7 +277,7 @@ impl Feedback {
             .unwrap_or_default();
         let scores = scoring.scores;
         for (version, score) in scores {
-            let labels = [("model", model.as_str()), ("version", version.as_str())];
+            let labels = [("model", model), ("version", version.as_str())];
             self.metrics
                 .counter(metrics::LABELLED_ROWS, &labels)
                 .increment(1);
@@ -473,5 +511,39 @@ impl Feedback {
                 .collect(),
             evidence,
         })
+    }
+}
+
+/// With a store shared by replicas: every `every`, takes the retraining settings and scores the
+/// labels other replicas stored since the last ones scored here, and proposes the promotions
+/// their evidence decides.
+async fn follow_shared_labels(feedback: std::sync::Weak<Feedback>, every: std::time::Duration) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let Some(feedback) = feedback.upgrade() else {
+            return;
+        };
+        // Retraining triggers set through another replica count here too.
+        match feedback.store.retrain_settings().await {
+            Ok(all) => {
+                for (model, settings) in all {
+                    feedback.with_model(&model, |m| m.retrain = Some(settings));
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot read the retraining settings"),
+        }
+        let models: Vec<String> = feedback
+            .models
+            .lock()
+            .map(|m| m.keys().cloned().collect())
+            .unwrap_or_default();
+        for model in &models {
+            if let Err(error) = feedback.score_stored(model).await {
+                tracing::warn!(%model, %error, "cannot take the labels other replicas stored");
+            }
+        }
+        feedback.promote_candidates(models.iter().map(String::as_str));
     }
 }

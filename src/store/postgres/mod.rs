@@ -6,6 +6,7 @@
 //! advisory lock, so replicas starting together migrate once.
 
 mod deployments;
+mod feedback;
 mod replicas;
 mod schema;
 
@@ -128,7 +129,9 @@ impl PostgresStore {
         } else {
             StoreError::Database {
                 path: self.name.clone(),
-                reason: error.to_string(),
+                reason: error
+                    .as_db_error()
+                    .map_or_else(|| error.to_string(), |db| db.message().to_string()),
             }
         }
     }

@@ -9,7 +9,8 @@ use crate::store::StoreError;
 const MIGRATION_LOCK: i64 = 0x7669_6769_6c00_0001;
 
 /// The schema, one migration per entry; entry `i` is version `i + 1`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE deployments (
     model TEXT PRIMARY KEY,
     revision BIGINT NOT NULL,
@@ -30,7 +31,82 @@ CREATE TABLE replicas (
     heartbeat_at TIMESTAMPTZ NOT NULL,
     served JSONB NOT NULL
 );
-"#];
+"#,
+    // The feedback loop (`feedback.rs`): the inference log, labels, retraining counters,
+    // settings and events. `row` is the row index in the request; `truth`, `predictions`,
+    // `shadows`, `payload` and `settings` are JSON; `input` stays the exact text logged.
+    r#"
+CREATE TABLE served (
+    seq BIGSERIAL PRIMARY KEY,
+    model TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    row BIGINT NOT NULL,
+    version TEXT NOT NULL,
+    direct BOOLEAN NOT NULL,
+    time_ms BIGINT NOT NULL,
+    input TEXT NOT NULL,
+    class BIGINT,
+    confidence DOUBLE PRECISION,
+    value DOUBLE PRECISION,
+    shadows JSONB NOT NULL,
+    UNIQUE (model, request_id, row)
+);
+CREATE TABLE shadowed (
+    seq BIGSERIAL PRIMARY KEY,
+    model TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    row BIGINT NOT NULL,
+    version TEXT NOT NULL,
+    time_ms BIGINT NOT NULL,
+    class BIGINT,
+    confidence DOUBLE PRECISION,
+    value DOUBLE PRECISION,
+    UNIQUE (model, request_id, row, version)
+);
+CREATE TABLE labels (
+    seq BIGSERIAL PRIMARY KEY,
+    model TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    row BIGINT NOT NULL,
+    time_ms BIGINT NOT NULL,
+    truth JSONB NOT NULL,
+    served_time_ms BIGINT NOT NULL,
+    direct BOOLEAN NOT NULL,
+    input TEXT NOT NULL,
+    predictions JSONB NOT NULL,
+    shadows JSONB NOT NULL,
+    replaced BIGINT NOT NULL DEFAULT 0,
+    UNIQUE (model, request_id, row)
+);
+CREATE INDEX labels_model ON labels (model, seq);
+CREATE TABLE retrain_counters (
+    model TEXT PRIMARY KEY,
+    labels_total BIGINT NOT NULL,
+    since_last BIGINT NOT NULL,
+    last_event_seq BIGINT NOT NULL
+);
+CREATE TABLE retrain_settings (
+    model TEXT PRIMARY KEY,
+    settings JSONB NOT NULL
+);
+CREATE TABLE events (
+    event_id TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    created_ms BIGINT NOT NULL,
+    payload JSONB NOT NULL,
+    after_seq BIGINT NOT NULL,
+    through_seq BIGINT NOT NULL,
+    command_pending BOOLEAN NOT NULL,
+    webhook_pending BOOLEAN NOT NULL,
+    attempts BIGINT NOT NULL DEFAULT 0,
+    last_error TEXT,
+    claimed_by TEXT,
+    claimed_until TIMESTAMPTZ
+);
+CREATE INDEX events_pending ON events (created_ms, event_id)
+    WHERE command_pending OR webhook_pending;
+"#,
+];
 
 /// Brings the schema to the newest version.
 ///
