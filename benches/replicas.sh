@@ -24,6 +24,7 @@ SWAPS="${SWAPS:-50}"
 VIGIL_BIN="${VIGIL_BIN:-target/release/vigil}"
 TOKEN=bench-token
 WORK="$(mktemp -d)"
+chmod 755 "$WORK" # the postgres user must reach its data directory inside
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -101,4 +102,4 @@ PORT_A=$PORT
 start replica-b --database-url "$DATABASE"
 PORT_B=$PORT
 ADMIN_TOKEN="$TOKEN" python3 benches/swap_latency.py --port "$PORT_A" --client-port "$PORT_B" \
-    --swaps "$SWAPS" --versions 1,2
+    --swaps "$SWAPS" --versions 1,3
