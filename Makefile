@@ -13,9 +13,18 @@ run: setup
 	cargo run --release --bin vigil -- serve --models models --addr $(ADDR)
 
 ## Run the whole test suite (unit, integration, tract engine, tritonclient, real Prometheus and
-## PostgreSQL, the console in Debian's chromium).
+## PostgreSQL, the console in Debian's chromium), then the gateway tests again on PostgreSQL.
 test: setup-dev prometheus postgresql browser-deps
 	cargo test --all-features
+	VIGIL_TEST_STORE=postgres cargo test --all-features $(patsubst %,--test %,$(GATEWAY_TESTS))
+
+## The test binaries that start in-process gateways: `make test` runs them a second time with
+## every gateway on the PostgreSQL store (a database each, on a server per binary). The others
+## test one store directly (postgres_store, feedback_stores, replicas, durability,
+## feedback_loop, deployments' file checks run on files either way), or no store at all.
+GATEWAY_TESTS := admin_auth admin_changes admin_cli admin_reports audit bad_input batching \
+	console deployments feedback mlflow monitoring overload prometheus repository_extension \
+	rescan retraining revisions shadow thresholds tract tritonclient v1_json v2_protocol
 
 ## ONNX Runtime 1.32.0 from PyPI into the project-local .venv.
 setup: $(ORT_STAMP)

@@ -1061,6 +1061,62 @@ mod tests {
     }
 
     #[test]
+    fn database_passwords_never_reach_what_is_shown() {
+        assert_eq!(
+            redact_url("postgres://vigil:s3cret@db.internal:5432/vigil?sslmode=disable"),
+            "postgres://vigil:***@db.internal:5432/vigil?sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("postgresql://vigil@db:5432/vigil"),
+            "postgresql://vigil@db:5432/vigil"
+        );
+        assert_eq!(redact_url("postgres://db"), "postgres://db");
+        assert_eq!(
+            redact_url("host=db user=vigil password=s3cret dbname=vigil"),
+            "host=db user=vigil password=*** dbname=vigil"
+        );
+    }
+
+    #[test]
+    fn the_database_password_comes_from_its_file_else_pgpassword() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("password");
+        std::fs::write(&file, "from-file\n").expect("write");
+        let resolve = |password_file: Option<PathBuf>, pgpassword: Option<&str>| {
+            Config::resolve(
+                ServeArgs {
+                    models: Some(models_dir()),
+                    database_url: Some("postgres://vigil@db/vigil".into()),
+                    database_password_file: password_file,
+                    state_poll_secs: Some(2),
+                    ..ServeArgs::default()
+                },
+                Environment {
+                    pgpassword: pgpassword.map(str::to_string),
+                    ..Environment::default()
+                },
+            )
+        };
+        let config = resolve(Some(file.clone()), Some("from-env")).expect("valid");
+        let database = config.database.expect("database settings");
+        assert_eq!(database.password.as_deref(), Some("from-file"));
+        assert_eq!(database.poll, Duration::from_secs(2));
+        assert!(database.notifications);
+        assert!(!format!("{database:?}").contains("from-file"));
+        let config = resolve(None, Some("from-env")).expect("valid");
+        assert_eq!(
+            config.database.and_then(|d| d.password).as_deref(),
+            Some("from-env")
+        );
+        let missing = resolve(Some(dir.path().join("absent")), None)
+            .expect_err("an unreadable password file is refused");
+        assert!(
+            missing.to_string().contains("database_password_file"),
+            "{missing}"
+        );
+    }
+
+    #[test]
     fn flags_win_over_file_and_file_over_defaults() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("vigil.toml");

@@ -15,7 +15,7 @@ use common::admin::{
     admin_gateway, admin_gateway_in, admin_ok, admin_raw, assert_champion_serves, audit_lines,
     deployment, history, report, version_of,
 };
-use common::{copy_version, models_dir, state_file};
+use common::{copy_version, models_dir, saved_deployment};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -198,7 +198,7 @@ async fn bad_admin_input_is_refused_and_changes_nothing() {
         reports
     };
     let audit_before = audit_lines(state.path()).len();
-    let state_before = std::fs::read(state_file(state.path(), "iris")).expect("state file");
+    let state_before = saved_deployment(state.path(), "iris");
 
     let champion = "/admin/models/iris/champion";
     let shadow = |version: &str| format!("/admin/models/iris/shadows/{version}");
@@ -372,7 +372,7 @@ async fn bad_admin_input_is_refused_and_changes_nothing() {
         "refused changes are not audited"
     );
     assert_eq!(
-        std::fs::read(state_file(state.path(), "iris")).expect("state file"),
+        saved_deployment(state.path(), "iris"),
         state_before,
         "refused changes leave the state file alone"
     );

@@ -154,15 +154,9 @@ async fn deployments_survive_a_restart() {
     let before = champion(&gateway, "iris").await;
     gateway.stop().await;
 
-    let audit = std::fs::read_to_string(state.path().join("audit.jsonl")).expect("audit log");
-    let actions: Vec<String> = audit
-        .lines()
-        .map(|line| {
-            serde_json::from_str::<Value>(line).expect("JSON line")["action"]
-                .as_str()
-                .expect("action")
-                .to_string()
-        })
+    let actions: Vec<String> = common::admin::audit_lines(state.path())
+        .iter()
+        .map(|entry| entry["action"].as_str().expect("action").to_string())
         .collect();
     for action in ["promote", "shadow", "threshold", "policy"] {
         assert!(
@@ -192,6 +186,7 @@ async fn deployments_survive_a_restart() {
 
 #[tokio::test]
 async fn a_corrupt_state_file_refuses_start_up() {
+    common::embedded_store_only();
     let state = tempfile::tempdir().expect("state dir");
     let file = common::state_file(state.path(), "iris");
     std::fs::create_dir_all(file.parent().expect("deployments dir")).expect("mkdir");
@@ -246,10 +241,8 @@ async fn a_missing_champion_falls_back_to_the_best_version_and_is_audited() {
     let report = champion(&gateway, "iris").await;
     let expected = if best == "2" { "3".to_string() } else { best };
     assert_eq!(report["champion"], expected.as_str(), "{report}");
-    let audit = std::fs::read_to_string(state.path().join("audit.jsonl")).expect("audit");
-    let warning = audit
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).expect("line"))
+    let warning = common::admin::audit_lines(state.path())
+        .into_iter()
         .find(|entry| {
             entry["action"]
                 .as_str()
@@ -366,6 +359,7 @@ impl Drop for Immutable {
 
 #[tokio::test]
 async fn a_change_that_cannot_be_saved_is_never_served() {
+    common::embedded_store_only();
     let state = tempfile::tempdir().expect("state dir");
     let gateway = Arc::new(TestGateway::start_in(config(&models_dir(), state.path())).await);
     let before = champion(&gateway, "iris").await;

@@ -75,6 +75,8 @@ struct Ledger {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_kill_during_a_storm_of_changes_loses_no_answered_change() {
+    // The binary here runs on the files under its state directory, which this test reads.
+    common::embedded_store_only();
     let state = tempfile::tempdir().expect("state dir");
     let gateway = start(state.path());
     let client = reqwest::Client::new();
@@ -224,6 +226,8 @@ async fn a_kill_during_a_storm_of_changes_loses_no_answered_change() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_labels_survive_a_kill() {
+    // The binary here runs on the files under its state directory, which this test reads.
+    common::embedded_store_only();
     let state = tempfile::tempdir().expect("state dir");
     let gateway = start(state.path());
     let client = reqwest::Client::new();

@@ -157,8 +157,8 @@ async fn moving_the_champion_alias_swaps_with_no_failed_request_and_replicas_con
         monitoring["versions"][0]["outlier_rate"].is_f64(),
         "reference.csv turns outlier scoring (and drift) on: {monitoring}"
     );
-    let audit = std::fs::read_to_string(audit_log(&first)).expect("audit log");
-    let entry: Value = serde_json::from_str(audit.lines().last().expect("an entry")).expect("JSON");
+    let audit = common::admin::audit_lines(first.state_dir().expect("state directory"));
+    let entry = audit.last().expect("an entry").clone();
     assert_eq!(entry["actor"], "mlflow");
     assert_eq!(
         entry["evidence"]["versions"][0]["run_id"],
@@ -249,14 +249,6 @@ async fn moving_the_champion_alias_swaps_with_no_failed_request_and_replicas_con
         })
         .await;
     }
-}
-
-/// The audit log of a gateway started by `TestGateway::start_with`.
-fn audit_log(gateway: &TestGateway) -> std::path::PathBuf {
-    gateway
-        .state_dir()
-        .expect("state directory")
-        .join("audit.jsonl")
 }
 
 /// A delivery signed with `secret` as MLflow signs it.

@@ -99,9 +99,11 @@ async fn changes_are_saved_once_and_conflicts_refused_across_replicas() {
         matches!(loser, Some(StoreError::Conflict { current: 2, .. })),
         "{loser:?}"
     );
-    a.commit(&change("diabetes", None, (1, "1")))
+    // A model's first change may start from an empty deployment at revision 0 (a model the
+    // registry sync creates): it is saved like a first deployment.
+    a.commit(&change("diabetes", Some((0, "1")), (1, "1")))
         .await
-        .expect("another model");
+        .expect("another model, from revision 0");
 
     let audit = b.audit("iris", 10).await.expect("audit");
     assert_eq!(

@@ -338,6 +338,25 @@ async fn a_killed_replica_or_a_lost_database_costs_the_others_no_inference() {
             .contains("unavailable"),
         "{body}"
     );
+    // Feedback is refused too (nothing is acknowledged that was not stored).
+    let refused_at = Instant::now();
+    let response = client
+        .post(a.url("/v1/models/iris/feedback"))
+        .bearer_auth(TOKEN)
+        .json(&json!({"id": "anything", "label": "setosa"}))
+        .send()
+        .await
+        .expect("feedback sent");
+    assert_eq!(response.status(), 503);
+    assert!(refused_at.elapsed() < Duration::from_secs(5));
+    let answer: Value = response.json().await.expect("JSON error");
+    assert!(
+        answer["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("unavailable"),
+        "{answer}"
+    );
     tokio::time::sleep(Duration::from_secs(10)).await;
     postgres.launch();
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -706,4 +725,32 @@ async fn a_shadow_shown_better_is_promoted_once_for_the_fleet() {
     for replica in [&a, &b, &c] {
         assert_eq!(champion_served(&client, replica).await, shadow);
     }
+}
+
+#[test]
+fn an_unreachable_database_refuses_start_up_without_showing_the_password() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let state = tempfile::tempdir().expect("state");
+    let started = Instant::now();
+    let output = common::process::vigil()
+        .args(["serve", "--addr", "127.0.0.1:0", "--models"])
+        .arg(common::models_dir())
+        .arg("--state")
+        .arg(state.path())
+        .args(["--database-timeout-ms", "500", "--database-url"])
+        .arg(format!("postgres://vigil:hunter2@127.0.0.1:{port}/vigil"))
+        .output()
+        .expect("vigil runs");
+    assert!(!output.status.success(), "start-up must be refused");
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
+    assert!(stderr.contains("unavailable"), "{stderr}");
+    assert!(
+        !stderr.contains("hunter2"),
+        "the password is never shown: {stderr}"
+    );
 }

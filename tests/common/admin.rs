@@ -235,8 +235,19 @@ pub async fn assert_champion_serves(gateway: &TestGateway, version: &str) {
     assert_eq!(body["model_version"], version, "v1: {body}");
 }
 
-/// Every line of the audit log under `state`, parsed.
+/// Every entry of the audit log under `state` (or in the gateway's database when the suite runs
+/// on PostgreSQL), oldest first, parsed.
 pub fn audit_lines(state: &Path) -> Vec<Value> {
+    if super::on_postgres() {
+        let text = super::postgres::query(
+            &super::postgres::database_for(state),
+            "SELECT entry FROM audit ORDER BY seq",
+        );
+        return text
+            .lines()
+            .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line}: {e}")))
+            .collect();
+    }
     std::fs::read_to_string(state.join("audit.jsonl"))
         .expect("audit log")
         .lines()

@@ -49,6 +49,10 @@ pub fn expected_fixtures() -> Vec<Value> {
         .collect()
 }
 
+/// `VIGIL_TEST_STORE=postgres` runs every in-process test gateway on the PostgreSQL store (a
+/// database of its own on a server shared by the test binary) instead of the embedded one.
+pub const STORE_VARIABLE: &str = "VIGIL_TEST_STORE";
+
 /// A gateway running in this process on 127.0.0.1 with an ephemeral port.
 pub struct TestGateway {
     pub addr: SocketAddr,
@@ -95,7 +99,17 @@ impl TestGateway {
         }
     }
 
-    async fn spawn(config: Config) -> (TestGateway, ()) {
+    async fn spawn(mut config: Config) -> (TestGateway, ()) {
+        if on_postgres() && config.database.is_none() {
+            config.database = Some(vigil::config::DatabaseSettings {
+                url: postgres::database_for(&config.state),
+                password: None,
+                timeout: Duration::from_secs(2),
+                poll: Duration::from_secs(5),
+                notifications: true,
+                advertise_address: None,
+            });
+        }
         let admin_token = config.admin_token.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -361,8 +375,34 @@ pub fn state_file(state: &Path, model: &str) -> PathBuf {
     state.join("deployments").join(format!("{model}.json"))
 }
 
-/// The deployment saved in the state file of `model` (revision, champion, shadows, ...).
+thread_local! {
+    /// Set by a test about the embedded store itself (its files): its gateways use it even when
+    /// the suite runs on PostgreSQL.
+    static EMBEDDED_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes the gateways this test starts (on this thread) use the embedded store, files and
+/// SQLite under the state directory, whatever [`STORE_VARIABLE`] says: for tests of those files.
+pub fn embedded_store_only() {
+    EMBEDDED_ONLY.with(|only| only.set(true));
+}
+
+/// True when test gateways run on the PostgreSQL store (see [`STORE_VARIABLE`]).
+pub fn on_postgres() -> bool {
+    std::env::var(STORE_VARIABLE).as_deref() == Ok("postgres")
+        && !EMBEDDED_ONLY.with(std::cell::Cell::get)
+}
+
+/// The deployment saved for `model` (revision, champion, shadows, ...): in its state file, or in
+/// the gateway's database when the suite runs on PostgreSQL.
 pub fn saved_deployment(state: &Path, model: &str) -> Value {
+    if on_postgres() {
+        let text = postgres::query(
+            &postgres::database_for(state),
+            &format!("SELECT record FROM deployments WHERE model = '{model}'"),
+        );
+        return serde_json::from_str(&text).unwrap_or_else(|e| panic!("{model}: {text}: {e}"));
+    }
     let path = state_file(state, model);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let file: Value = serde_json::from_str(&text).expect("state file is JSON");

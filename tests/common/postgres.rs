@@ -42,23 +42,17 @@ fn running_as_root() -> bool {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0")
 }
 
-/// `program args…`, as the `postgres` user when running as root (PostgreSQL refuses root);
-/// `setpriv` executes the program in place, so the child's PID is the program's own.
+/// `program args…`, as the `postgres` user when running as root (PostgreSQL refuses root).
+/// `setpriv` executes the program in place, so the child's PID is the program's own, and asks
+/// the kernel to kill it if the thread that started it ends (a test binary that exits leaves no
+/// server behind).
 fn as_owner(program: &Path) -> Command {
+    let mut command = Command::new("setpriv");
     if running_as_root() {
-        let mut command = Command::new("setpriv");
-        command
-            .args([
-                "--reuid=postgres",
-                "--regid=postgres",
-                "--init-groups",
-                "--",
-            ])
-            .arg(program);
-        command
-    } else {
-        Command::new(program)
+        command.args(["--reuid=postgres", "--regid=postgres", "--init-groups"]);
     }
+    command.args(["--pdeathsig", "KILL", "--"]).arg(program);
+    command
 }
 
 fn free_port() -> u16 {
@@ -203,4 +197,89 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// One server for a whole test binary, started on first use by a thread that lives as long as
+/// the binary (the server dies with it), for running the suite against the PostgreSQL store.
+static SHARED: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+
+/// A database of its own on the binary's shared server for a gateway whose state directory is
+/// `state` (the same directory, as after a restart, gets the same database): its URL.
+pub fn database_for(state: &Path) -> String {
+    let port = *SHARED.get_or_init(|| {
+        let (started, port) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let postgres = Postgres::start();
+            let _ = started.send(postgres.port);
+            loop {
+                std::thread::park();
+            }
+        });
+        port.recv().expect("the shared PostgreSQL started")
+    });
+    let name = format!(
+        "g{:016x}",
+        state
+            .to_string_lossy()
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b))
+                .wrapping_mul(0x0100_0000_01b3))
+    );
+    let bin = binaries();
+    let exists = Command::new(bin.join("psql"))
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-U",
+            "vigil",
+            "-d",
+            "postgres",
+            "-At",
+            "-p",
+        ])
+        .arg(port.to_string())
+        .args([
+            "-c",
+            &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+        ])
+        .output()
+        .expect("psql runs");
+    if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
+        let created = Command::new(bin.join("psql"))
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "vigil",
+                "-d",
+                "postgres",
+                "-q",
+                "-p",
+            ])
+            .arg(port.to_string())
+            .args(["-c", &format!("CREATE DATABASE {name}")])
+            .output()
+            .expect("psql runs");
+        assert!(
+            created.status.success(),
+            "cannot create {name}: {}",
+            String::from_utf8_lossy(&created.stderr)
+        );
+    }
+    format!("postgres://vigil@127.0.0.1:{port}/{name}")
+}
+
+/// Runs `sql` on the database at `url` (as [`database_for`] gives it) with `psql`: its rows,
+/// unaligned, one per line.
+pub fn query(url: &str, sql: &str) -> String {
+    let out = Command::new(binaries().join("psql"))
+        .args(["-At", "-d", url, "-c", sql])
+        .output()
+        .expect("psql runs");
+    assert!(
+        out.status.success(),
+        "psql {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -1,6 +1,7 @@
 //! Deployments and their audit log in PostgreSQL. A change is one transaction: the audit entry,
 //! the model's row updated only where its revision is still the one the change started from
-//! (`UPDATE … WHERE revision = $before`; a first deployment inserts only where none exists), and
+//! (`UPDATE … WHERE revision = $before`; a first deployment, from no record or from revision 0,
+//! inserts only where none exists), and
 //! a notification on [`DEPLOYMENTS_CHANNEL`] carrying the model's name, delivered to every
 //! listening replica when the transaction commits.
 
@@ -48,7 +49,8 @@ impl DeploymentStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(fail)?;
         let after = revision(entry.after.revision);
-        let changed = match &entry.before {
+        // Revision 0 is a deployment never saved (a model's first change may start from it).
+        let changed = match entry.before.as_ref().filter(|b| b.revision > 0) {
             Some(before) => {
                 tx.execute(
                     "UPDATE deployments SET revision = $2, record = $3, updated_at = now() \
