@@ -65,7 +65,6 @@ pub mod signature;
 pub mod store;
 
 use crate::config::Config;
-use crate::config::redact_url;
 use crate::engine::{EngineError, Engines};
 use crate::feedback::log::LogSettings;
 use crate::feedback::{Candidate, Feedback, FeedbackSettings, InferenceLog};
@@ -77,7 +76,8 @@ use crate::serving::{
     ServingError, ServingOptions,
 };
 use crate::store::{
-    DeploymentFiles, DeploymentStore, FeedbackStore, PostgresStore, SqliteFeedbackStore, StoreError,
+    DeploymentFiles, DeploymentStore, FeedbackStore, PostgresStore, SqliteFeedbackStore,
+    StoreError, redact_url,
 };
 use std::future::Future;
 use std::sync::Arc;

@@ -3,9 +3,8 @@
 //! were lost), and records what it serves (its id, address, per-model revision and any error
 //! applying a change, a heartbeat) for `GET /admin/replicas`.
 
-use crate::config::DatabaseSettings;
 use crate::serving::Registry;
-use crate::store::{PostgresStore, StoreError};
+use crate::store::{DatabaseSettings, PostgresStore, StoreError};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};

@@ -18,24 +18,11 @@ use common::postgres::Postgres;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
-use vigil::config::DatabaseSettings;
 use vigil::store::feedback::{
     Channel, LabelOutcome, LabelWrite, LoggedPrediction, LoggedRow, RetrainSettings, RowKey,
     ServedRow, ShadowedRow, StoredEvent, Trigger, Truth, VersionPrediction,
 };
 use vigil::store::{FeedbackStore, PostgresStore, SqliteFeedbackStore};
-
-fn settings(url: String) -> DatabaseSettings {
-    DatabaseSettings {
-        url,
-        password: None,
-        timeout: Duration::from_secs(2),
-        poll: Duration::from_secs(5),
-        notifications: true,
-        advertise_address: None,
-    }
-}
 
 /// Where the checks' stores live: one directory or one server, a fresh store (file or
 /// database) per name.
@@ -73,7 +60,7 @@ impl Backend {
                 Box::new(SqliteFeedbackStore::open(&dir).await.expect("open"))
             }
             Backend::Postgres(pg) => Box::new(
-                PostgresStore::connect(&settings(Backend::database(pg, name)))
+                PostgresStore::connect(&common::postgres::settings(Backend::database(pg, name)))
                     .await
                     .expect("connect"),
             ),
@@ -559,7 +546,7 @@ async fn replicas(pg: &Postgres, name: &str, count: usize) -> Vec<PostgresStore>
     let mut stores = Vec::new();
     for _ in 0..count {
         stores.push(
-            PostgresStore::connect(&settings(url.clone()))
+            PostgresStore::connect(&common::postgres::settings(url.clone()))
                 .await
                 .expect("replica connects"),
         );

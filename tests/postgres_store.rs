@@ -15,21 +15,9 @@ mod common;
 use common::postgres::Postgres;
 use std::collections::BTreeMap;
 use std::time::Duration;
-use vigil::config::DatabaseSettings;
 use vigil::store::{
     Actor, AuditEntry, DeployPolicy, DeploymentRecord, DeploymentStore, PostgresStore, StoreError,
 };
-
-fn settings(url: String) -> DatabaseSettings {
-    DatabaseSettings {
-        url,
-        password: None,
-        timeout: Duration::from_secs(2),
-        poll: Duration::from_secs(5),
-        notifications: true,
-        advertise_address: None,
-    }
-}
 
 fn record(revision: u64, champion: &str) -> DeploymentRecord {
     DeploymentRecord {
@@ -57,10 +45,10 @@ fn change(model: &str, before: Option<(u64, &str)>, after: (u64, &str)) -> Audit
 #[tokio::test]
 async fn changes_are_saved_once_and_conflicts_refused_across_replicas() {
     let postgres = Postgres::start();
-    let a = PostgresStore::connect(&settings(postgres.url()))
+    let a = PostgresStore::connect(&common::postgres::settings(postgres.url()))
         .await
         .expect("replica A connects and migrates");
-    let b = PostgresStore::connect(&settings(postgres.url()))
+    let b = PostgresStore::connect(&common::postgres::settings(postgres.url()))
         .await
         .expect("replica B connects; the schema is already there");
     assert_eq!(
@@ -125,7 +113,7 @@ async fn an_unreachable_database_is_refused_within_the_timeout() {
         .map(|a| a.port())
         .expect("port");
     let started = std::time::Instant::now();
-    let refused = PostgresStore::connect(&settings(format!(
+    let refused = PostgresStore::connect(&common::postgres::settings(format!(
         "postgres://vigil:secret@127.0.0.1:{port}/vigil"
     )))
     .await

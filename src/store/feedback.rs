@@ -326,3 +326,23 @@ pub trait FeedbackStore: Send + Sync {
     /// Records a failed delivery attempt.
     async fn failed(&self, event_id: &str, reason: &str) -> Result<(), StoreError>;
 }
+
+/// The event as delivered, by every store: what it is about and where its export is.
+pub(super) fn event_payload(
+    event_id: &str,
+    model: &str,
+    trigger: &Trigger,
+    labels_since_last: i64,
+    labels_total: i64,
+    created_ms: i64,
+) -> serde_json::Value {
+    serde_json::json!({
+        "event_id": event_id,
+        "model": model,
+        "champion": trigger.champion,
+        "labels_since_last": labels_since_last,
+        "labels_total": labels_total,
+        "export": trigger.exports.join(format!("{event_id}.jsonl")).display().to_string(),
+        "created_at": crate::clock::rfc3339_millis(created_ms),
+    })
+}

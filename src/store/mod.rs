@@ -13,7 +13,9 @@ mod sqlite;
 pub use self::audit::{Actor, AuditEntry, AuditLog};
 pub use self::feedback::FeedbackStore;
 pub use self::files::DeploymentFiles;
-pub use self::postgres::{DEPLOYMENTS_CHANNEL, Notifications, PostgresStore, ReplicaRow};
+pub use self::postgres::{
+    DEPLOYMENTS_CHANNEL, DatabaseSettings, Notifications, PostgresStore, ReplicaRow, redact_url,
+};
 pub use self::record::{DeployPolicy, DeploymentRecord, PromotionMode, PromotionSettings};
 pub use self::sqlite::SqliteFeedbackStore;
 use async_trait::async_trait;

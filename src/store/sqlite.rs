@@ -16,11 +16,10 @@ use super::StoreError;
 use super::feedback::{
     Channel, FeedbackStore, LabelOutcome, LabelRecord, LabelWrite, LoggedPrediction, LoggedRow,
     RetrainSettings, RowKey, ServedRow, ShadowedRow, StoredEvent, Trigger, Truth,
-    VersionPrediction,
+    VersionPrediction, event_payload,
 };
 use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
-use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -263,26 +262,6 @@ fn label_record(row: &Row<'_>) -> Result<LabelRecord, Failure> {
 /// One random event id: 128 bits as hex, prefixed.
 fn new_event_id() -> String {
     format!("evt_{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
-}
-
-/// The event as delivered: what it is about and where its export is.
-fn event_payload(
-    event_id: &str,
-    model: &str,
-    trigger: &Trigger,
-    labels_since_last: i64,
-    labels_total: i64,
-    created_ms: i64,
-) -> Value {
-    json!({
-        "event_id": event_id,
-        "model": model,
-        "champion": trigger.champion,
-        "labels_since_last": labels_since_last,
-        "labels_total": labels_total,
-        "export": trigger.exports.join(format!("{event_id}.jsonl")).display().to_string(),
-        "created_at": crate::clock::rfc3339_millis(created_ms),
-    })
 }
 
 /// Stores one label (see [`FeedbackStore::label`]) inside `tx`.
@@ -700,6 +679,3 @@ impl FeedbackStore for SqliteFeedbackStore {
         .await
     }
 }
-
-#[cfg(test)]
-mod tests;

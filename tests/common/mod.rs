@@ -101,14 +101,7 @@ impl TestGateway {
 
     async fn spawn(mut config: Config) -> (TestGateway, ()) {
         if on_postgres() && config.database.is_none() {
-            config.database = Some(vigil::config::DatabaseSettings {
-                url: postgres::database_for(&config.state),
-                password: None,
-                timeout: Duration::from_secs(2),
-                poll: Duration::from_secs(5),
-                notifications: true,
-                advertise_address: None,
-            });
+            config.database = Some(postgres::settings(postgres::database_for(&config.state)));
         }
         let admin_token = config.admin_token.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

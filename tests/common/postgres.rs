@@ -102,17 +102,7 @@ impl Postgres {
             port: free_port(),
         };
         postgres.launch();
-        let created = Command::new(postgres.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-U", "vigil", "-d", "postgres", "-p"])
-            .arg(postgres.port.to_string())
-            .args(["-q", "-c", "CREATE DATABASE vigil"])
-            .output()
-            .expect("psql runs");
-        assert!(
-            created.status.success(),
-            "cannot create the database: {}",
-            String::from_utf8_lossy(&created.stderr)
-        );
+        query(&postgres.url_of("postgres"), "CREATE DATABASE vigil");
         postgres
     }
 
@@ -173,23 +163,17 @@ impl Postgres {
 
     /// `postgres://vigil@127.0.0.1:<port>/vigil`.
     pub fn url(&self) -> String {
-        format!("postgres://vigil@127.0.0.1:{}/vigil", self.port)
+        self.url_of("vigil")
     }
 
-    /// Runs one SQL command with `psql`, returning its output (unaligned, tuples only).
+    /// `postgres://vigil@127.0.0.1:<port>/<database>`.
+    fn url_of(&self, database: &str) -> String {
+        format!("postgres://vigil@127.0.0.1:{}/{database}", self.port)
+    }
+
+    /// Runs one SQL command on the `vigil` database, returning its rows (see [`query`]).
     pub fn sql(&self, command: &str) -> String {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-h", "127.0.0.1", "-U", "vigil", "-d", "vigil", "-At", "-p"])
-            .arg(self.port.to_string())
-            .args(["-c", command])
-            .output()
-            .expect("psql runs");
-        assert!(
-            out.status.success(),
-            "psql {command}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
+        query(&self.url(), command)
     }
 }
 
@@ -225,46 +209,13 @@ pub fn database_for(state: &Path) -> String {
             .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b))
                 .wrapping_mul(0x0100_0000_01b3))
     );
-    let bin = binaries();
-    let exists = Command::new(bin.join("psql"))
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "vigil",
-            "-d",
-            "postgres",
-            "-At",
-            "-p",
-        ])
-        .arg(port.to_string())
-        .args([
-            "-c",
-            &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
-        ])
-        .output()
-        .expect("psql runs");
-    if String::from_utf8_lossy(&exists.stdout).trim() != "1" {
-        let created = Command::new(bin.join("psql"))
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "vigil",
-                "-d",
-                "postgres",
-                "-q",
-                "-p",
-            ])
-            .arg(port.to_string())
-            .args(["-c", &format!("CREATE DATABASE {name}")])
-            .output()
-            .expect("psql runs");
-        assert!(
-            created.status.success(),
-            "cannot create {name}: {}",
-            String::from_utf8_lossy(&created.stderr)
-        );
+    let server = format!("postgres://vigil@127.0.0.1:{port}/postgres");
+    let exists = query(
+        &server,
+        &format!("SELECT 1 FROM pg_database WHERE datname = '{name}'"),
+    );
+    if exists != "1" {
+        query(&server, &format!("CREATE DATABASE {name}"));
     }
     format!("postgres://vigil@127.0.0.1:{port}/{name}")
 }
@@ -282,4 +233,16 @@ pub fn query(url: &str, sql: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Store settings for `url` as tests use them: 2 s timeouts, a 5 s poll, notifications on.
+pub fn settings(url: String) -> vigil::config::DatabaseSettings {
+    vigil::config::DatabaseSettings {
+        url,
+        password: None,
+        timeout: Duration::from_secs(2),
+        poll: Duration::from_secs(5),
+        notifications: true,
+        advertise_address: None,
+    }
 }

@@ -24,11 +24,11 @@ use crate::store::StoreError;
 use crate::store::feedback::{
     Channel, FeedbackStore, LabelOutcome, LabelRecord, LabelWrite, LoggedPrediction, LoggedRow,
     RetrainSettings, RowKey, ServedRow, ShadowedRow, StoredEvent, Trigger, Truth,
-    VersionPrediction,
+    VersionPrediction, event_payload,
 };
 use async_trait::async_trait;
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -100,26 +100,6 @@ struct Crossing<'a> {
     created_ms: i64,
     after_seq: i64,
     through_seq: i64,
-}
-
-/// The event as delivered (the payload of the SQLite store).
-fn event_payload(
-    event_id: &str,
-    model: &str,
-    trigger: &Trigger,
-    labels_since_last: i64,
-    labels_total: i64,
-    created_ms: i64,
-) -> Value {
-    json!({
-        "event_id": event_id,
-        "model": model,
-        "champion": trigger.champion,
-        "labels_since_last": labels_since_last,
-        "labels_total": labels_total,
-        "export": trigger.exports.join(format!("{event_id}.jsonl")).display().to_string(),
-        "created_at": crate::clock::rfc3339_millis(created_ms),
-    })
 }
 
 impl PostgresStore {

@@ -9,15 +9,16 @@ mod deployments;
 mod feedback;
 mod replicas;
 mod schema;
+mod settings;
 
 use super::StoreError;
-use crate::config::{DatabaseSettings, redact_url};
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
 use std::time::Duration;
 use tokio_postgres::NoTls;
 
 pub use self::deployments::{DEPLOYMENTS_CHANNEL, Notifications};
 pub use self::replicas::ReplicaRow;
+pub use self::settings::{DatabaseSettings, redact_url};
 
 /// Connections kept per replica: one for each concurrent writer (log, labels, admin) and a few
 /// readers.
