@@ -92,6 +92,23 @@ async fn admin(
     (status, response.json().await.unwrap_or(Value::Null), etag)
 }
 
+/// `PUT /admin/models/iris/champion {"version": version}` through `replica`.
+async fn promote(
+    client: &reqwest::Client,
+    replica: &ServingProcess,
+    version: &str,
+) -> (u16, Value, Option<String>) {
+    admin(
+        client,
+        replica,
+        reqwest::Method::PUT,
+        "/admin/models/iris/champion",
+        Some(json!({ "version": version })),
+        None,
+    )
+    .await
+}
+
 /// Waits until every replica serves `version` as iris's champion; returns how long it took.
 async fn converge(
     client: &reqwest::Client,
@@ -133,15 +150,7 @@ async fn a_change_on_one_replica_is_served_by_all_and_one_of_two_racing_writes_w
         );
     }
     let target = if first == "1" { "2" } else { "1" };
-    let (status, body, _) = admin(
-        &client,
-        &a,
-        reqwest::Method::PUT,
-        "/admin/models/iris/champion",
-        Some(json!({"version": target})),
-        None,
-    )
-    .await;
+    let (status, body, _) = promote(&client, &a, target).await;
     assert_eq!(status, 200, "{body}");
     let took = converge(&client, &[&a, &b, &c], target, Duration::from_secs(5)).await;
     assert!(
@@ -259,15 +268,7 @@ async fn without_notifications_the_poll_brings_the_change() {
     let client = client();
     let first = champion_served(&client, &b).await;
     let target = if first == "1" { "2" } else { "1" };
-    let (status, body, _) = admin(
-        &client,
-        &a,
-        reqwest::Method::PUT,
-        "/admin/models/iris/champion",
-        Some(json!({"version": target})),
-        None,
-    )
-    .await;
+    let (status, body, _) = promote(&client, &a, target).await;
     assert_eq!(status, 200, "{body}");
     let took = converge(&client, &[&b], target, Duration::from_secs(5)).await;
     assert!(
@@ -377,15 +378,7 @@ async fn a_killed_replica_or_a_lost_database_costs_the_others_no_inference() {
     let target = if first == "1" { "2" } else { "1" };
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (status, body, _) = admin(
-            &client,
-            &c,
-            reqwest::Method::PUT,
-            "/admin/models/iris/champion",
-            Some(json!({"version": target})),
-            None,
-        )
-        .await;
+        let (status, body, _) = promote(&client, &c, target).await;
         if status == 200 {
             break;
         }
