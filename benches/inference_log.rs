@@ -61,7 +61,7 @@ fn inference_log(c: &mut Criterion) {
             },
             |rows| {
                 runtime
-                    .block_on(store.append(rows, Vec::new()))
+                    .block_on(store.append(rows.into(), Vec::new().into()))
                     .expect("append")
             },
             criterion::BatchSize::LargeInput,

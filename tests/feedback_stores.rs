@@ -101,6 +101,15 @@ fn shadowed(id: &str, row: u32, version: &str, class: Option<u32>) -> ShadowedRo
     }
 }
 
+/// `append` with the vectors the checks build.
+async fn append(
+    store: &(impl FeedbackStore + ?Sized),
+    served: Vec<ServedRow>,
+    shadowed: Vec<ShadowedRow>,
+) -> Result<BTreeMap<String, u64>, vigil::store::StoreError> {
+    store.append(served.into(), shadowed.into()).await
+}
+
 fn key(id: &str, row: u32) -> RowKey {
     RowKey {
         model: "iris".into(),
@@ -135,7 +144,7 @@ fn label(id: &str, row: u32, class: u32, replace: bool, logged: &LoggedRow) -> L
 /// Logs rows `0..count` of request `id` and reads them back.
 async fn logged(store: &dyn FeedbackStore, id: &str, count: u32) -> Vec<LoggedRow> {
     let rows: Vec<ServedRow> = (0..count).map(|r| served(id, r, "3", 0, &[])).collect();
-    store.append(rows, vec![]).await.expect("append");
+    append(store, rows, vec![]).await.expect("append");
     let keys: Vec<RowKey> = (0..count).map(|r| key(id, r)).collect();
     store
         .rows(&keys)
@@ -169,45 +178,45 @@ fn accepted(outcomes: &[LabelOutcome]) -> usize {
 async fn check_logged_rows_come_back_with_their_shadows_and_repeats_keep_the_first(
     store: &dyn FeedbackStore,
 ) {
-    let repeated = store
-        .append(
-            vec![
-                served("r1", 0, "3", 2, &["2", "10"]),
-                served("r1", 1, "3", 0, &["2"]),
-            ],
-            vec![
-                shadowed("r1", 0, "2", Some(1)),
-                shadowed("r1", 0, "10", None),
-            ],
-        )
-        .await
-        .expect("append");
+    let repeated = append(
+        store,
+        vec![
+            served("r1", 0, "3", 2, &["2", "10"]),
+            served("r1", 1, "3", 0, &["2"]),
+        ],
+        vec![
+            shadowed("r1", 0, "2", Some(1)),
+            shadowed("r1", 0, "10", None),
+        ],
+    )
+    .await
+    .expect("append");
     assert!(repeated.is_empty(), "{repeated:?}");
     // The same id again (another version answered): the first record stays, the repeat counts;
     // a repeated shadow prediction keeps the first too.
-    let repeated = store
-        .append(
-            vec![served("r1", 0, "1", 1, &[])],
-            vec![shadowed("r1", 0, "2", Some(0))],
-        )
-        .await
-        .expect("append");
+    let repeated = append(
+        store,
+        vec![served("r1", 0, "1", 1, &[])],
+        vec![shadowed("r1", 0, "2", Some(0))],
+    )
+    .await
+    .expect("append");
     assert_eq!(repeated, BTreeMap::from([("iris".to_string(), 1)]));
     // Repeats within one batch count too, per model, and the batch's first record stays.
     let mut other = served("q", 0, "7", 1, &[]);
     other.model = Arc::from("wine");
-    let repeated = store
-        .append(
-            vec![
-                served("r2", 0, "3", 1, &[]),
-                served("r2", 0, "4", 2, &[]),
-                other.clone(),
-                other,
-            ],
-            vec![],
-        )
-        .await
-        .expect("append");
+    let repeated = append(
+        store,
+        vec![
+            served("r2", 0, "3", 1, &[]),
+            served("r2", 0, "4", 2, &[]),
+            other.clone(),
+            other,
+        ],
+        vec![],
+    )
+    .await
+    .expect("append");
     assert_eq!(
         repeated,
         BTreeMap::from([("iris".to_string(), 1), ("wine".to_string(), 1)])
@@ -435,7 +444,7 @@ async fn check_a_row_labelled_twice_in_one_batch_sees_its_first_label(store: &dy
 
 async fn check_expiry_removes_old_rows_then_the_oldest_beyond_the_cap(store: &dyn FeedbackStore) {
     let rows: Vec<ServedRow> = (0..10).map(|r| served("x", r, "3", 0, &[])).collect();
-    store.append(rows, vec![]).await.expect("append");
+    append(store, rows, vec![]).await.expect("append");
     // Rows 0–2 are older than 1003 ms; of the other 7, the cap keeps the newest 4. At most 4
     // rows go per call.
     assert_eq!(store.expire(1_003, 4, 4).await.expect("expire"), 4);
@@ -448,17 +457,17 @@ async fn check_the_cap_counts_rows_even_after_repeats(store: &dyn FeedbackStore)
     let rows = |from: u32, to: u32| -> Vec<ServedRow> {
         (from..to).map(|r| served("g", r, "3", 0, &[])).collect()
     };
-    store.append(rows(0, 5), vec![]).await.expect("append");
-    let repeated = store.append(rows(0, 5), vec![]).await.expect("repeats");
+    append(store, rows(0, 5), vec![]).await.expect("append");
+    let repeated = append(store, rows(0, 5), vec![]).await.expect("repeats");
     assert_eq!(repeated.get("iris"), Some(&5));
-    store.append(rows(5, 10), vec![]).await.expect("append");
-    store
-        .append(
-            vec![],
-            (0..10).map(|r| shadowed("g", r, "2", Some(0))).collect(),
-        )
-        .await
-        .expect("shadows");
+    append(store, rows(5, 10), vec![]).await.expect("append");
+    append(
+        store,
+        vec![],
+        (0..10).map(|r| shadowed("g", r, "2", Some(0))).collect(),
+    )
+    .await
+    .expect("shadows");
     // Nothing is old; the cap of 4 keeps the 4 newest rows of each table.
     assert_eq!(store.expire(0, 4, 100).await.expect("expire"), 12);
     assert_eq!(store.expire(0, 4, 100).await.expect("expire"), 0);
@@ -559,7 +568,7 @@ async fn replicas(pg: &Postgres, name: &str, count: usize) -> Vec<PostgresStore>
 async fn check_labels_from_three_replicas_fire_exactly_one_event_per_count(pg: &Postgres) {
     let stores = replicas(pg, "three_replicas", 3).await;
     let rows: Vec<ServedRow> = (0..1_000).map(|r| served("c", r, "3", 0, &[])).collect();
-    stores[0].append(rows, vec![]).await.expect("append");
+    append(&stores[0], rows, vec![]).await.expect("append");
     let keys: Vec<RowKey> = (0..1_000).map(|r| key("c", r)).collect();
     let logged: Vec<LoggedRow> = stores[1]
         .rows(&keys)

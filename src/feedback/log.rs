@@ -390,9 +390,15 @@ impl Writer {
         {
             *per_model.entry(Arc::clone(model)).or_default() += 1;
         }
+        let (served, shadowed): (Arc<[ServedRow]>, Arc<[ShadowedRow]>) =
+            (served.into(), shadowed.into());
         let mut backoff = Duration::from_millis(100);
         let outcome = loop {
-            match self.store.append(served.clone(), shadowed.clone()).await {
+            match self
+                .store
+                .append(Arc::clone(&served), Arc::clone(&shadowed))
+                .await
+            {
                 // The database is out of reach: keep this batch and try again (the queue
                 // behind it fills up to its bound, and what does not fit is counted as dropped),
                 // unless the log is closing.

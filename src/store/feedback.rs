@@ -273,10 +273,12 @@ pub trait FeedbackStore: Send + Sync {
     /// Appends answered rows and shadow predictions in one transaction. A row whose (model,
     /// request id, row) is already logged keeps its first record; returns, per model, how many
     /// answered rows were such repeats.
+    /// The rows are shared, so that a batch the store could not take can be offered again
+    /// without copying it.
     async fn append(
         &self,
-        served: Vec<ServedRow>,
-        shadowed: Vec<ShadowedRow>,
+        served: Arc<[ServedRow]>,
+        shadowed: Arc<[ShadowedRow]>,
     ) -> Result<BTreeMap<String, u64>, StoreError>;
 
     /// The logged rows of `keys` (`None` where a row is not in the log).
@@ -292,7 +294,9 @@ pub trait FeedbackStore: Send + Sync {
     ) -> Result<(Vec<LabelOutcome>, Vec<StoredEvent>), StoreError>;
 
     /// Every label of `model` in label order (to rebuild quality and evidence).
-    async fn labels(&self, model: &str) -> Result<Vec<LabelRecord>, StoreError>;
+    async fn labels(&self, model: &str) -> Result<Vec<LabelRecord>, StoreError> {
+        self.labels_between(model, i64::MIN, i64::MAX).await
+    }
 
     /// The labels of `model` with `after_seq < seq ≤ through_seq` (an event's export).
     async fn labels_between(

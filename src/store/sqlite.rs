@@ -550,8 +550,8 @@ fn expire(
 impl FeedbackStore for SqliteFeedbackStore {
     async fn append(
         &self,
-        served: Vec<ServedRow>,
-        shadowed: Vec<ShadowedRow>,
+        served: Arc<[ServedRow]>,
+        shadowed: Arc<[ShadowedRow]>,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
         self.with(&self.log, move |c| append(c, &served, &shadowed))
             .await
@@ -579,10 +579,6 @@ impl FeedbackStore for SqliteFeedbackStore {
             Ok((outcomes, events))
         })
         .await
-    }
-
-    async fn labels(&self, model: &str) -> Result<Vec<LabelRecord>, StoreError> {
-        self.labels_between(model, i64::MIN, i64::MAX).await
     }
 
     async fn labels_between(

@@ -30,7 +30,7 @@ use async_trait::async_trait;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio_postgres::Row;
 use tokio_postgres::types::FromSql;
@@ -299,12 +299,14 @@ impl PostgresStore {
 impl FeedbackStore for PostgresStore {
     async fn append(
         &self,
-        mut served: Vec<ServedRow>,
-        mut shadowed: Vec<ShadowedRow>,
+        served: Arc<[ServedRow]>,
+        shadowed: Arc<[ShadowedRow]>,
     ) -> Result<BTreeMap<String, u64>, StoreError> {
         if served.is_empty() && shadowed.is_empty() {
             return Ok(BTreeMap::new());
         }
+        let mut served: Vec<&ServedRow> = served.iter().collect();
+        let mut shadowed: Vec<&ShadowedRow> = shadowed.iter().collect();
         // Key order (stable: the first of a key in the batch stays first), so that concurrent
         // appends of overlapping keys take their row locks in the same order.
         served.sort_by(|a, b| {
@@ -911,10 +913,6 @@ impl FeedbackStore for PostgresStore {
         }
         tx.commit().await.map_err(fail)?;
         Ok((outcomes, events.into_iter().map(|(_, e)| e).collect()))
-    }
-
-    async fn labels(&self, model: &str) -> Result<Vec<LabelRecord>, StoreError> {
-        self.labels_between(model, i64::MIN, i64::MAX).await
     }
 
     async fn labels_between(
