@@ -92,6 +92,21 @@ async fn admin(
     (status, response.json().await.unwrap_or(Value::Null), etag)
 }
 
+/// `GET /admin/models/iris` through `replica`.
+async fn iris_report(client: &reqwest::Client, replica: &ServingProcess) -> Value {
+    let (status, report, _) = admin(
+        client,
+        replica,
+        reqwest::Method::GET,
+        "/admin/models/iris",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{report}");
+    report
+}
+
 /// `PUT /admin/models/iris/champion {"version": version}` through `replica`.
 async fn promote(
     client: &reqwest::Client,
@@ -196,15 +211,7 @@ async fn a_change_on_one_replica_is_served_by_all_and_one_of_two_racing_writes_w
     loop {
         let mut thresholds = Vec::new();
         for replica in [&a, &b, &c] {
-            let (_, model, _) = admin(
-                &client,
-                replica,
-                reqwest::Method::GET,
-                "/admin/models/iris",
-                None,
-                None,
-            )
-            .await;
+            let model = iris_report(&client, replica).await;
             thresholds.push((model["threshold"].as_f64(), model["revision"].as_u64()));
         }
         if thresholds
@@ -667,15 +674,7 @@ async fn a_shadow_shown_better_is_promoted_once_for_the_fleet() {
     let deadline = Instant::now() + Duration::from_secs(5);
     for replica in [&b, &c] {
         loop {
-            let (_, model, _) = admin(
-                &client,
-                replica,
-                reqwest::Method::GET,
-                "/admin/models/iris",
-                None,
-                None,
-            )
-            .await;
+            let model = iris_report(&client, replica).await;
             if model["revision"].as_u64().map(|r| r.to_string()).as_deref()
                 == Some(revision.as_str())
             {
