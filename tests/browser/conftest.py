@@ -56,6 +56,13 @@ class Gateway:
         assert status == 200, body
         return body
 
+    def not_champion(self, model):
+        """A version of `model` other than its champion."""
+        deployment = self.model(model)
+        return next(
+            v["version"] for v in deployment["versions"] if v["version"] != deployment["champion"]
+        )
+
     def infer(self, model, rows, requests=1):
         """Sends `requests` v2 requests of `rows` to the model's champion."""
         metadata = json.loads(urllib.request.urlopen(f"{self.base}/v2/models/{model}").read())

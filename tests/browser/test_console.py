@@ -82,7 +82,7 @@ def test_promote_without_a_token_fails_visibly_and_changes_nothing(console, gate
     console.open()
     console.sign_in()
     before = gateway.model("iris")["champion"]
-    target = next(v["version"] for v in gateway.model("iris")["versions"] if v["version"] != before)
+    target = gateway.not_champion("iris")
     board_table(console.page, "iris").wait_for()
     console.forget_token_behind_its_back()
     console.page.get_by_role("button", name=f"Promote iris version {target}").click()
@@ -102,8 +102,7 @@ def test_promote_without_a_token_fails_visibly_and_changes_nothing(console, gate
 def test_promote_with_the_token_confirms_then_shows_the_new_champion(console, gateway):
     console.open()
     console.sign_in()
-    before = gateway.model("iris")
-    target = next(v["version"] for v in before["versions"] if v["version"] != before["champion"])
+    target = gateway.not_champion("iris")
     console.page.get_by_role("button", name=f"Promote iris version {target}").click()
     dialog = console.page.get_by_role("dialog")
     assert f"version {target}" in dialog.inner_text()
@@ -125,8 +124,7 @@ def test_promote_with_the_token_confirms_then_shows_the_new_champion(console, ga
 def test_shadow_from_the_board_sets_its_fraction(console, gateway):
     console.open()
     console.sign_in()
-    model = gateway.model("iris")
-    target = next(v["version"] for v in model["versions"] if v["version"] != model["champion"])
+    target = gateway.not_champion("iris")
     console.page.get_by_role("button", name=f"Shadow iris version {target}").click()
     dialog = console.page.get_by_role("dialog")
     dialog.get_by_label("Shadow fraction").fill("0.25")
@@ -139,7 +137,7 @@ def test_shadow_from_the_board_sets_its_fraction(console, gateway):
 
 def test_threshold_slider_sets_the_threshold_and_rollback_restores(console, gateway):
     first = gateway.model("iris")["champion"]
-    other = next(v["version"] for v in gateway.model("iris")["versions"] if v["version"] != first)
+    other = gateway.not_champion("iris")
     status, _ = gateway.call("PUT", "/admin/models/iris/champion", {"version": other})
     assert status == 200
     console.open("deploy", "iris")
