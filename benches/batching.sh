@@ -8,6 +8,8 @@
 #            HIDDEN (the MLP's hidden layers, "512,512"),
 #            PYTHON (./.venv/bin/python), VIGIL_BIN (target/release/vigil, built if missing).
 set -euo pipefail
+# The gateways measured here serve HTTP only (an older baseline binary ignores the variable).
+export VIGIL_GRPC_ADDR=off
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10s}"
 CONCURRENCY="${CONCURRENCY:-1 8 64}"

@@ -55,6 +55,8 @@
 #        SECTIONS=swap SWAPS=200 bash benches/load.sh
 
 set -euo pipefail
+# The gateways measured here serve HTTP only (an older baseline binary ignores the variable).
+export VIGIL_GRPC_ADDR=off
 
 SECTIONS="${SECTIONS:-baseline shadow swap monitoring feedback}"
 MONITORING_ROUNDS="${MONITORING_ROUNDS:-2}"

@@ -15,6 +15,8 @@
 # Environment: DURATION [10s], CONNECTIONS [64], ROUNDS [2], SWAPS [50], VIGIL_BIN
 # [target/release/vigil]. Usage: bash benches/replicas.sh
 set -euo pipefail
+# The gateways measured here serve HTTP only (an older baseline binary ignores the variable).
+export VIGIL_GRPC_ADDR=off
 cd "$(dirname "$0")/.."
 
 DURATION="${DURATION:-10s}"

@@ -25,6 +25,8 @@
 #   (models), BODY (the request; default one row of 0.5 for the MLP), PYTHON
 #   (./.venv/bin/python), VIGIL_FLAGS (extra serve flags).
 set -euo pipefail
+# The gateways measured here serve HTTP only (an older baseline binary ignores the variable).
+export VIGIL_GRPC_ADDR=off
 cd "$(dirname "$0")/.."
 SOAK_SECS="${SOAK_SECS:-600}"
 WARMUP_SECS="${WARMUP_SECS:-60}"

@@ -18,6 +18,8 @@ use std::time::Duration;
 pub const DEFAULT_MODELS: &str = "./models";
 /// Default listen address.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:8080";
+/// Default gRPC listen address.
+pub const DEFAULT_GRPC_ADDR: &str = "127.0.0.1:8081";
 /// Default state directory.
 pub const DEFAULT_STATE: &str = "./state";
 /// Default request body limit: 8 MiB.
@@ -85,6 +87,9 @@ pub struct ServeArgs {
     /// Address to listen on [default: 127.0.0.1:8080]
     #[arg(long, env = "VIGIL_ADDR")]
     pub addr: Option<SocketAddr>,
+    /// Address of the Open Inference Protocol gRPC service, or `off` [default: 127.0.0.1:8081]
+    #[arg(long, env = "VIGIL_GRPC_ADDR")]
+    pub grpc_addr: Option<GrpcAddr>,
     /// Directory for durable gateway state (created if missing) [default: ./state]
     #[arg(long, env = "VIGIL_STATE")]
     pub state: Option<PathBuf>,
@@ -342,12 +347,37 @@ fn parse_policy(text: &str) -> Result<DeployPolicy, String> {
     })
 }
 
+/// Where the gRPC service listens: an address, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcAddr(pub Option<SocketAddr>);
+
+impl std::str::FromStr for GrpcAddr {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<GrpcAddr, String> {
+        if text.eq_ignore_ascii_case("off") {
+            return Ok(GrpcAddr(None));
+        }
+        text.parse()
+            .map(|addr| GrpcAddr(Some(addr)))
+            .map_err(|_| format!("`{text}` is not a listen address (host:port) or `off`"))
+    }
+}
+
+impl<'de> Deserialize<'de> for GrpcAddr {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<GrpcAddr, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// The config file's keys (all optional; unknown keys are an error).
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     models: Option<PathBuf>,
     addr: Option<SocketAddr>,
+    grpc_addr: Option<GrpcAddr>,
     state: Option<PathBuf>,
     ort_lib: Option<PathBuf>,
     log_format: Option<LogFormat>,
@@ -408,6 +438,8 @@ pub struct Config {
     pub models: PathBuf,
     /// Listen address (the CLI binds it; tests pass their own listener).
     pub addr: SocketAddr,
+    /// The gRPC service's listen address; `None` when it is off.
+    pub grpc_addr: Option<SocketAddr>,
     /// Durable state directory.
     pub state: PathBuf,
     /// ONNX Runtime library, when given explicitly.
@@ -479,6 +511,7 @@ impl std::fmt::Debug for Config {
         f.debug_struct("Config")
             .field("models", &self.models)
             .field("addr", &self.addr)
+            .field("grpc_addr", &self.grpc_addr)
             .field("state", &self.state)
             .field("ort_lib", &self.ort_lib)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -515,6 +548,7 @@ impl Config {
         Config {
             models: models.into(),
             addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            grpc_addr: Some(SocketAddr::from(([127, 0, 0, 1], 8081))),
             state: PathBuf::from(DEFAULT_STATE),
             ort_lib: None,
             log_format: LogFormat::Human,
@@ -580,6 +614,10 @@ impl Config {
         let mut config = Config {
             models: args.models.or(file.models).unwrap_or(defaults.models),
             addr: args.addr.or(file.addr).unwrap_or(defaults.addr),
+            grpc_addr: args
+                .grpc_addr
+                .or(file.grpc_addr)
+                .map_or(defaults.grpc_addr, |given| given.0),
             state: args.state.or(file.state).unwrap_or(defaults.state),
             ort_lib: args
                 .ort_lib
@@ -774,6 +812,12 @@ impl Config {
             problems.push(format!(
                 "models: {} is not a directory",
                 self.models.display()
+            ));
+        }
+        if self.grpc_addr == Some(self.addr) && self.addr.port() != 0 {
+            problems.push(format!(
+                "grpc_addr: {} is also the HTTP address (addr); give gRPC its own port or `off`",
+                self.addr
             ));
         }
         if self.max_body_bytes < 1024 {
@@ -1089,6 +1133,50 @@ mod tests {
         assert_eq!(config.models, models_dir());
         assert_eq!(config.ort_lib, Some(PathBuf::from("/lib/ort.so")));
         assert_eq!(config.addr, DEFAULT_ADDR.parse().expect("address"));
+        assert_eq!(
+            config.grpc_addr,
+            Some(DEFAULT_GRPC_ADDR.parse().expect("address"))
+        );
+    }
+
+    #[test]
+    fn grpc_addr_takes_an_address_or_off_and_must_not_share_the_http_port() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("vigil.toml");
+        std::fs::write(
+            &file,
+            format!("models = {:?}\ngrpc_addr = \"off\"\n", models_dir()),
+        )
+        .expect("write config");
+        let from_file = ServeArgs {
+            config: Some(file.clone()),
+            ..ServeArgs::default()
+        };
+        let config = Config::resolve(from_file, Environment::default()).expect("valid");
+        assert_eq!(config.grpc_addr, None);
+        let flag = ServeArgs {
+            config: Some(file.clone()),
+            grpc_addr: Some("0.0.0.0:9001".parse().expect("address")),
+            ..ServeArgs::default()
+        };
+        let config = Config::resolve(flag, Environment::default()).expect("valid");
+        assert_eq!(
+            config.grpc_addr,
+            Some("0.0.0.0:9001".parse().expect("addr"))
+        );
+        let err = "nowhere".parse::<GrpcAddr>().unwrap_err();
+        assert!(err.contains("`nowhere` is not a listen address"), "{err}");
+        let clash = ServeArgs {
+            config: Some(file),
+            addr: Some("127.0.0.1:9002".parse().expect("address")),
+            grpc_addr: Some("127.0.0.1:9002".parse().expect("address")),
+            ..ServeArgs::default()
+        };
+        let err = Config::resolve(clash, Environment::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("grpc_addr: 127.0.0.1:9002"),
+            "{err}"
+        );
     }
 
     #[test]

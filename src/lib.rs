@@ -264,16 +264,48 @@ async fn start_feedback(
     ))
 }
 
-/// Runs the gateway on `listener` until `shutdown` completes, then stops accepting connections,
+/// The sockets a gateway serves on: HTTP, and gRPC unless it is off.
+pub struct Listeners {
+    /// The HTTP listener (REST, admin API, metrics, console).
+    pub http: TcpListener,
+    /// The Open Inference Protocol gRPC listener.
+    pub grpc: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds `config.addr` and, unless it is off, `config.grpc_addr`.
+    ///
+    /// # Errors
+    /// [`StartupError::Io`] naming the address that cannot be bound.
+    pub async fn bind(config: &Config) -> Result<Listeners, StartupError> {
+        let bind = |addr: std::net::SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| StartupError::Io(format!("cannot listen on {addr}: {e}")))
+        };
+        let http = bind(config.addr).await?;
+        let grpc = match config.grpc_addr {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
+        Ok(Listeners { http, grpc })
+    }
+}
+
+/// Runs the gateway on `listeners` until `shutdown` completes, then stops accepting connections,
 /// lets in-flight requests finish (within `config.shutdown_grace`) and returns.
 ///
 /// # Errors
 /// [`StartupError`] when start-up fails or the server stops with an I/O error.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), StartupError> {
+    let Listeners {
+        http: listener,
+        grpc: grpc_listener,
+    } = listeners;
     let Loaded {
         registry,
         feedback,
@@ -345,14 +377,32 @@ pub async fn run(
     let history = tokio::spawn(Arc::clone(&registry).record_history());
     let evaluator = tokio::spawn(evaluate_periodically(registry, config.drift_interval));
     let app = api::router(state.clone());
-    tracing::info!(%address, "serving");
+    let grpc_address = grpc_listener
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .map_err(|e| StartupError::Io(e.to_string()))?;
+    match grpc_address {
+        Some(grpc_address) => tracing::info!(%address, %grpc_address, "serving"),
+        None => tracing::info!(%address, "serving"),
+    }
 
     // Shutdown: (1) the signal fires, (2) readiness turns false (new inferences get 503) and the
-    // listener stops accepting, (3) in-flight requests finish, bounded by the grace period.
+    // listeners stop accepting, (3) in-flight requests finish, bounded by the grace period.
+    let (stopping, stop) = tokio::sync::watch::channel(false);
+    let grpc = grpc_listener.map(|grpc_listener| {
+        tokio::spawn(api::grpc::serve(
+            grpc_listener,
+            state.clone(),
+            stop,
+            config.shutdown_grace,
+        ))
+    });
     let draining = state.clone();
     let signalled = async move {
         shutdown.await;
         draining.start_draining();
+        stopping.send_replace(true);
         tracing::info!("shutdown signal received; draining in-flight requests");
     };
     listener::serve(
@@ -363,6 +413,13 @@ pub async fn run(
         config.shutdown_grace,
     )
     .await;
+    if let Some(grpc) = grpc {
+        match grpc.await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::error!(%error, "the gRPC service stopped with an error"),
+            Err(error) => tracing::error!(%error, "the gRPC service failed"),
+        }
+    }
     // (4) Background work stops: the evaluator, the history and the promoter at once; the
     // feedback intake takes no more, and the inference log writes what it has queued.
     evaluator.abort();

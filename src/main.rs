@@ -163,10 +163,8 @@ fn main() -> ExitCode {
 async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let config = Config::resolve(args, environment())?;
     init_logs(config.log_format);
-    let listener = tokio::net::TcpListener::bind(config.addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.addr))?;
-    vigil::run(config, listener, vigil::shutdown::signal()).await?;
+    let listeners = vigil::Listeners::bind(&config).await?;
+    vigil::run(config, listeners, vigil::shutdown::signal()).await?;
     Ok(ExitCode::SUCCESS)
 }
 

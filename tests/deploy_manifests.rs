@@ -721,11 +721,17 @@ fn ports_agree_with_the_listen_address() {
         config.addr
     );
     let port = i64::from(config.addr.port());
+    let grpc = config.grpc_addr.expect("the gRPC service is on");
+    assert!(
+        grpc.ip().is_unspecified(),
+        "gRPC listens on every interface of the pod, not {grpc}"
+    );
+    let grpc_port = i64::from(grpc.port());
     let declared: Vec<i64> = items(&pod.container["ports"])
         .iter()
         .map(|p| int(&p["containerPort"], "containerPort"))
         .collect();
-    assert_eq!(declared, [port], "container ports");
+    assert_eq!(declared, [port, grpc_port], "container ports");
 
     let probe = |kind: &str| {
         let get = &pod.container[kind]["httpGet"];
@@ -742,16 +748,23 @@ fn ports_agree_with_the_listen_address() {
 
     let service = manifests.one("Service");
     let service_ports = items(&service["spec"]["ports"]);
-    assert!(!service_ports.is_empty(), "the Service has ports");
-    for service_port in service_ports {
-        let target = &service_port["targetPort"];
-        let target = if target.is_badvalue() {
-            &service_port["port"]
-        } else {
-            target
-        };
-        assert_eq!(pod.resolve_port(target, "Service targetPort"), port);
-    }
+    let targets: Vec<i64> = service_ports
+        .iter()
+        .map(|service_port| {
+            let target = &service_port["targetPort"];
+            let target = if target.is_badvalue() {
+                &service_port["port"]
+            } else {
+                target
+            };
+            pod.resolve_port(target, "Service targetPort")
+        })
+        .collect();
+    assert_eq!(
+        targets,
+        [port, grpc_port],
+        "the Service reaches HTTP and gRPC"
+    );
 
     assert_eq!(
         pod.annotations().get("prometheus.io/port"),

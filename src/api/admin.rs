@@ -369,31 +369,70 @@ struct RepositoryRequest {
     parameters: Option<RepositoryParameters>,
 }
 
+/// What a repository load or unload names, in either protocol.
 #[derive(Deserialize, Default)]
-struct RepositoryParameters {
+pub(super) struct RepositoryParameters {
+    /// The version to load or unload (a load without one retries every version that is not
+    /// ready; an unload needs one).
     #[serde(default)]
-    version: Option<String>,
+    pub version: Option<String>,
+    /// Change a model that follows a model registry anyway.
     #[serde(default)]
-    force: bool,
+    pub force: bool,
 }
 
-/// The version named in the parameters, after the registry check (`parameters.force`).
-async fn repository_request(
+/// A repository extension change.
+#[derive(Clone, Copy)]
+pub(super) enum RepositoryChange {
+    /// Load a version, or retry the ones that are not ready.
+    Load,
+    /// Stop serving a version.
+    Unload,
+}
+
+/// Applies a repository extension `change` to `model` through the registry check
+/// (`parameters.force`) and the one change path, returning the deployment after it.
+///
+/// # Errors
+/// [`ApiError`] from the registry check or the change.
+pub(super) async fn change_repository(
     app: &AppState,
     model: &str,
-    headers: &HeaderMap,
+    change: RepositoryChange,
+    parameters: RepositoryParameters,
+    expected: Option<u64>,
+) -> Result<crate::serving::ModelReport, ApiError> {
+    check_registry(app, model, parameters.force)?;
+    let version = parameters.version.as_deref();
+    Ok(match change {
+        RepositoryChange::Load => app.registry().load_model(model, version, expected).await?,
+        RepositoryChange::Unload => {
+            app.registry()
+                .unload_version(model, version, expected)
+                .await?
+        }
+    })
+}
+
+/// `POST /v2/repository/models/{model}/load` and `/unload`.
+async fn repository_route(
+    app: AppState,
+    model: String,
+    change: RepositoryChange,
+    headers: HeaderMap,
     body: Body,
-) -> Result<Option<String>, ApiError> {
-    body::json_format(headers)?;
-    let bytes = body::read_limited(headers, body, app.max_body_bytes()).await?;
+) -> Result<Response, ApiError> {
+    let expected = expected_revision(&headers)?;
+    body::json_format(&headers)?;
+    let bytes = body::read_limited(&headers, body, app.max_body_bytes()).await?;
     let parameters = if bytes.iter().all(u8::is_ascii_whitespace) {
         RepositoryParameters::default()
     } else {
         let request: RepositoryRequest = parse_json(&bytes)?;
         request.parameters.unwrap_or_default()
     };
-    check_registry(app, model, parameters.force)?;
-    Ok(parameters.version)
+    let report = change_repository(&app, &model, change, parameters, expected).await?;
+    Ok(deployment_response(report))
 }
 
 async fn load(
@@ -402,13 +441,7 @@ async fn load(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let expected = expected_revision(&headers)?;
-    let version = repository_request(&app, &model, &headers, body).await?;
-    let report = app
-        .registry()
-        .load_model(&model, version.as_deref(), expected)
-        .await?;
-    Ok(deployment_response(report))
+    repository_route(app, model, RepositoryChange::Load, headers, body).await
 }
 
 async fn unload(
@@ -417,13 +450,7 @@ async fn unload(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let expected = expected_revision(&headers)?;
-    let version = repository_request(&app, &model, &headers, body).await?;
-    let report = app
-        .registry()
-        .unload_version(&model, version.as_deref(), expected)
-        .await?;
-    Ok(deployment_response(report))
+    repository_route(app, model, RepositoryChange::Unload, headers, body).await
 }
 
 /// The version directory as a gzip-compressed tar archive `<model>-<version>/...`.

@@ -30,11 +30,20 @@ pub async fn require_admin(
     request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
+    require_admin_token(&app, request.headers())?;
+    Ok(next.run(request).await)
+}
+
+/// Checks that `headers` (HTTP headers or gRPC metadata) carry the admin token.
+///
+/// # Errors
+/// [`ApiError::AdminDisabled`] without a configured token, [`ApiError::Unauthorized`] for a
+/// missing or wrong one.
+pub fn require_admin_token(app: &AppState, headers: &HeaderMap) -> Result<(), ApiError> {
     let Some(expected) = app.admin_token() else {
         return Err(ApiError::AdminDisabled);
     };
-    bearer_matches(request.headers(), &[expected], "wrong admin token")?;
-    Ok(next.run(request).await)
+    bearer_matches(headers, &[expected], "wrong admin token")
 }
 
 /// Checks that `headers` carry `Authorization: Bearer <t>` with `t` one of `tokens` (each compared

@@ -33,8 +33,8 @@ pub fn v2_request(
 ) -> Result<Decoded, ApiError> {
     let (json, binary) = split_body(body, json_len)?;
     let request = parse_request(json)?;
-    request.asks_outlier_scores()?;
-    request.deadline()?;
+    request.shared_parameters().asks_outlier_scores()?;
+    request.shared_parameters().deadline()?;
     let inputs = request.into_inputs(binary)?;
     let (tensors, rows) = fit_inputs(signature, inputs, max_rows)?;
     Ok(Decoded { tensors, rows })

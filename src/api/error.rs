@@ -1,4 +1,5 @@
-//! `ApiError` and the one place errors become HTTP status codes and `{"error": ...}` bodies.
+//! `ApiError` and the one place errors become HTTP status codes and `{"error": ...}` bodies, and
+//! gRPC status codes with the same messages.
 
 use super::revision::etag;
 use crate::feedback::{FeedbackError, ItemError};
@@ -164,6 +165,43 @@ impl ApiError {
                 | DeliveryError::Replayed(_) => StatusCode::BAD_REQUEST,
             },
         }
+    }
+}
+
+impl ApiError {
+    /// The gRPC status code for this error: the HTTP status's counterpart, so both protocols
+    /// answer a mistake the same way.
+    pub fn grpc_code(&self) -> tonic::Code {
+        match self {
+            ApiError::Serving(ServingError::DeadlineExceeded { .. }) | ApiError::BodyTimeout(_) => {
+                tonic::Code::DeadlineExceeded
+            }
+            ApiError::BodyTooLarge { .. } => tonic::Code::ResourceExhausted,
+            _ => match self.status() {
+                StatusCode::BAD_REQUEST
+                | StatusCode::PAYLOAD_TOO_LARGE
+                | StatusCode::UNSUPPORTED_MEDIA_TYPE => tonic::Code::InvalidArgument,
+                StatusCode::UNAUTHORIZED => tonic::Code::Unauthenticated,
+                StatusCode::FORBIDDEN => tonic::Code::PermissionDenied,
+                StatusCode::NOT_FOUND => tonic::Code::NotFound,
+                StatusCode::METHOD_NOT_ALLOWED => tonic::Code::Unimplemented,
+                StatusCode::CONFLICT => tonic::Code::FailedPrecondition,
+                StatusCode::PRECONDITION_FAILED => tonic::Code::Aborted,
+                StatusCode::TOO_MANY_REQUESTS => tonic::Code::ResourceExhausted,
+                StatusCode::SERVICE_UNAVAILABLE => tonic::Code::Unavailable,
+                _ => tonic::Code::Internal,
+            },
+        }
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    fn from(error: ApiError) -> tonic::Status {
+        let code = error.grpc_code();
+        if code == tonic::Code::Internal {
+            tracing::error!(error = %error, "request failed");
+        }
+        tonic::Status::new(code, error.to_string())
     }
 }
 

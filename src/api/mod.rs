@@ -43,9 +43,11 @@ mod console;
 pub mod decode;
 mod error;
 mod feedback;
+pub mod grpc;
 mod health;
 mod hooks;
 mod observe;
+mod outputs;
 mod registry_guard;
 mod request_id;
 mod revision;
@@ -89,8 +91,8 @@ struct Inner {
     admin_token: Option<String>,
     feedback_token: Option<String>,
     draining: AtomicBool,
-    /// `vigil_requests_in_flight` per protocol (v2, v1), resolved once.
-    in_flight: [::metrics::Gauge; 2],
+    /// `vigil_requests_in_flight` per protocol (in [`Protocol::ALL`] order), resolved once.
+    in_flight: [::metrics::Gauge; 3],
     request_prefix: u64,
     request_counter: AtomicU64,
 }
@@ -109,7 +111,7 @@ impl AppState {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64)
             & 0xffff_ffff;
-        let in_flight = [Protocol::V2, Protocol::V1].map(|protocol| {
+        let in_flight = Protocol::ALL.map(|protocol| {
             registry
                 .metrics()
                 .gauge(crate::metrics::IN_FLIGHT, &[("protocol", protocol.label())])
@@ -131,10 +133,7 @@ impl AppState {
 
     /// The in-flight gauge of `protocol`.
     pub fn in_flight(&self, protocol: Protocol) -> &::metrics::Gauge {
-        match protocol {
-            Protocol::V2 => &self.0.in_flight[0],
-            Protocol::V1 => &self.0.in_flight[1],
-        }
+        &self.0.in_flight[protocol.index()]
     }
 
     /// The model registry.

@@ -1,4 +1,4 @@
-//! Request accounting for inference routes: the in-flight gauge, and one outcome recorded per
+//! Request accounting for inference routes (HTTP and gRPC): the in-flight gauge, and one outcome recorded per
 //! request (status class, whole time, inference time, gateway overhead) in one place.
 
 use super::{ApiError, AppState};
@@ -10,10 +10,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// What a successful inference handler reports back for accounting.
-pub struct Served {
-    /// The response to send.
-    pub response: Response,
+/// What a successful inference handler reports back for accounting, with its answer `R` (an
+/// HTTP response, a gRPC message).
+pub struct Served<R = Response> {
+    /// The answer to send.
+    pub response: R,
     /// The version that answered.
     pub version: Arc<LoadedVersion>,
     /// How the request reached it.
@@ -38,9 +39,7 @@ fn status_class(status: axum::http::StatusCode) -> &'static str {
     }
 }
 
-/// Runs an inference handler on `route` and records its outcome: success on the version's
-/// handles, errors with the model and version when known (empty labels otherwise, so unknown
-/// names never grow the label set).
+/// Runs an HTTP inference handler on `route` and records its outcome (see [`accounted`]).
 pub async fn observed<F, Fut>(
     app: &AppState,
     protocol: Protocol,
@@ -51,6 +50,25 @@ pub async fn observed<F, Fut>(
 where
     F: FnOnce(Route) -> Fut,
     Fut: Future<Output = Result<Served, ApiError>>,
+{
+    accounted(app, protocol, model, route, handler)
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Runs an inference handler on `route` unless the gateway is draining or admission control
+/// sheds it, and records its outcome: success on the version's handles, errors with the model
+/// and version when known (empty labels otherwise, so unknown names never grow the label set).
+pub async fn accounted<F, Fut, R>(
+    app: &AppState,
+    protocol: Protocol,
+    model: &str,
+    route: Result<Route, ServingError>,
+    handler: F,
+) -> Result<R, ApiError>
+where
+    F: FnOnce(Route) -> Fut,
+    Fut: Future<Output = Result<Served<R>, ApiError>>,
 {
     let started = Instant::now();
     let gauge = app.in_flight(protocol).clone();
@@ -77,7 +95,7 @@ where
                 started.elapsed(),
                 served.inference,
             );
-            served.response
+            Ok(served.response)
         }
         Err(error) => {
             let status = error.status();
@@ -99,7 +117,7 @@ where
                     ],
                 )
                 .increment(1);
-            error.into_response()
+            Err(error)
         }
     }
 }

@@ -3,24 +3,20 @@
 
 use super::body::{self, BodyFormat, INFERENCE_HEADER_CONTENT_LENGTH};
 use super::observe::{Served, observed};
+use super::outputs::{self, OUTLIER_SCORE_OUTPUT, Selection};
 use super::request_id::{REQUEST_ID_HEADER, request_id};
-use super::v2_types::{
-    InferResponse, JsonElements, OutputParameters, OutputTensor, RequestedOutput, parse_request,
-};
+use super::v2_types::{InferResponse, JsonElements, OutputParameters, OutputTensor, parse_request};
 use super::{ApiError, AppState, binary};
 use crate::engine::{Tensor, TensorData, TensorSpec};
 use crate::monitor::Protocol;
-use crate::serving::{PredictOptions, Prediction, Route};
-
-/// Name of the per-row outlier score output, returned when a request asks for it with
-/// `"parameters": {"outlier_score": true}` (or lists it in `outputs`).
-pub const OUTLIER_SCORE_OUTPUT: &str = "outlier_score";
+use crate::serving::{DeploymentState, PredictOptions, Prediction, Route};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 /// The platform string of every version vigil serves.
 pub const PLATFORM: &str = "onnx_onnxv1";
@@ -73,19 +69,23 @@ fn metadata_response(name: &str, versions: Vec<&str>, route: &Route) -> Response
     .into_response()
 }
 
+/// The versions of `deployment` that serve, as model metadata lists them.
+pub(super) fn ready_versions(deployment: &DeploymentState) -> Vec<&str> {
+    deployment
+        .versions
+        .iter()
+        .filter(|v| v.ready().is_some())
+        .map(|v| v.version.as_str())
+        .collect()
+}
+
 /// `GET /v2/models/{model}`: the champion's signature and every ready version.
 pub async fn model_metadata(
     State(app): State<AppState>,
     Path(model): Path<String>,
 ) -> Result<Response, ApiError> {
     let route = app.registry().route(&model, None)?;
-    let ready = route
-        .deployment
-        .versions
-        .iter()
-        .filter(|v| v.ready().is_some())
-        .map(|v| v.version.as_str())
-        .collect();
+    let ready = ready_versions(&route.deployment);
     Ok(metadata_response(&model, ready, &route))
 }
 
@@ -160,44 +160,6 @@ pub async fn infer_version(
     .await
 }
 
-/// Which outputs to return, in which order, and whether each goes out as binary.
-fn select_outputs(
-    outputs: &[TensorSpec],
-    requested: Option<Vec<RequestedOutput>>,
-    binary_by_default: bool,
-) -> Result<Vec<(usize, bool)>, ApiError> {
-    let Some(requested) = requested else {
-        return Ok((0..outputs.len())
-            .map(|index| (index, binary_by_default))
-            .collect());
-    };
-    let mut selection = Vec::with_capacity(requested.len());
-    for (position, output) in requested.iter().enumerate() {
-        let index = outputs
-            .iter()
-            .position(|spec| spec.name == output.name)
-            .ok_or_else(|| {
-                let names: Vec<&str> = outputs.iter().map(|s| s.name.as_str()).collect();
-                ApiError::bad_request(
-                    format!("outputs[{position}].name"),
-                    format!(
-                        "the model has no output `{}`; expected one of [{}]",
-                        output.name,
-                        names.join(", ")
-                    ),
-                )
-            })?;
-        let binary = output
-            .parameters
-            .as_ref()
-            .and_then(|p| p.get("binary_data"))
-            .and_then(serde_json::Value::as_bool)
-            .unwrap_or(binary_by_default);
-        selection.push((index, binary));
-    }
-    Ok(selection)
-}
-
 async fn run_infer(
     app: &AppState,
     route: Route,
@@ -213,26 +175,23 @@ async fn run_infer(
     let (json, binary) = super::decode::split_body(&bytes, json_len)?;
     let mut request = parse_request(json)?;
     let id = request_id(app, request.id.take(), headers)?;
-    let mut outputs = request.outputs.take();
-    let listed_score = outputs
-        .as_ref()
-        .is_some_and(|list| list.iter().any(|o| o.name == OUTLIER_SCORE_OUTPUT));
-    if let Some(list) = outputs.as_mut() {
-        list.retain(|o| o.name != OUTLIER_SCORE_OUTPUT);
-    }
-    let options = PredictOptions {
-        outlier_scores: listed_score || request.asks_outlier_scores()?,
-        deadline: request.deadline()?,
-    };
-    let selection = select_outputs(
+    let parameters = request.shared_parameters();
+    let binary_by_default = parameters.binary_outputs_by_default();
+    let scores_asked = parameters.asks_outlier_scores()?;
+    let deadline = parameters.deadline()?;
+    let selection = outputs::select(
         &route.version.served_outputs,
-        outputs.filter(|list| !list.is_empty() || !listed_score),
-        request.binary_outputs_by_default(),
+        request.outputs.take(),
+        scores_asked,
+        binary_by_default,
     )?;
-    let binary_scores = request.binary_outputs_by_default();
+    let options = PredictOptions {
+        outlier_scores: selection.outlier_scores,
+        deadline,
+    };
     let inputs = request.into_inputs(binary)?;
     let prediction = app.registry().predict(route, inputs, options, &id).await?;
-    let response = encode_response(&prediction, &id, &selection, binary_scores);
+    let response = encode_response(&prediction, &id, &selection, binary_by_default);
     Ok(Served {
         response,
         version: prediction.version,
@@ -244,7 +203,7 @@ async fn run_infer(
 fn encode_response(
     prediction: &Prediction,
     id: &str,
-    selection: &[(usize, bool)],
+    selection: &Selection,
     binary_scores: bool,
 ) -> Response {
     let served = &prediction.version.served_outputs;
@@ -254,6 +213,7 @@ fn encode_response(
         .as_ref()
         .map(|scores| Tensor::vector(TensorData::F32(scores.clone())));
     let mut outputs: Vec<OutputTensor<'_>> = selection
+        .outputs
         .iter()
         .map(|&(index, binary)| {
             let tensor = &prediction.outputs[index];
@@ -319,7 +279,8 @@ fn encode_response(
         return ApiError::Encode(error.to_string()).into_response();
     }
     let json_len = json.len();
-    let binary = selection.iter().any(|&(_, binary)| binary) || (scores.is_some() && binary_scores);
+    let binary =
+        selection.outputs.iter().any(|&(_, binary)| binary) || (scores.is_some() && binary_scores);
     let mut headers = HeaderMap::new();
     if let Ok(value) = HeaderValue::from_str(id) {
         headers.insert(REQUEST_ID_HEADER, value);
@@ -346,13 +307,46 @@ struct IndexRequest {
     ready: bool,
 }
 
+/// One version in the repository index.
 #[derive(Serialize)]
-struct IndexEntry<'a> {
-    name: &'a str,
-    version: &'a str,
-    state: &'static str,
+pub(super) struct IndexEntry<'a> {
+    /// Model name.
+    pub name: &'a str,
+    /// Version name.
+    pub version: &'a str,
+    /// `READY` or `UNAVAILABLE`.
+    pub state: &'static str,
+    /// Why the version is unavailable (empty when ready).
     #[serde(skip_serializing_if = "str::is_empty")]
-    reason: &'a str,
+    pub reason: &'a str,
+}
+
+/// Every version of `deployments` with its state and reason (only ready ones with
+/// `ready_only`), for the repository index of either protocol.
+pub(super) fn index_entries(
+    deployments: &[Arc<DeploymentState>],
+    ready_only: bool,
+) -> Vec<IndexEntry<'_>> {
+    let mut entries = Vec::new();
+    for deployment in deployments {
+        for version in &deployment.versions {
+            let reason = version.status.reason();
+            if ready_only && reason.is_some() {
+                continue;
+            }
+            entries.push(IndexEntry {
+                name: &deployment.model,
+                version: &version.version,
+                state: if reason.is_none() {
+                    "READY"
+                } else {
+                    "UNAVAILABLE"
+                },
+                reason: reason.unwrap_or_default(),
+            });
+        }
+    }
+    entries
 }
 
 /// `POST /v2/repository/index`: every version with `READY`/`UNAVAILABLE` and the reason
@@ -370,30 +364,6 @@ pub async fn repository_index(
         serde_json::from_slice(&bytes)
             .map_err(|e| super::v2_types::json_error("body".into(), &e))?
     };
-    let deployments: Vec<_> = app
-        .registry()
-        .models()
-        .iter()
-        .map(|m| m.deployment())
-        .collect();
-    let mut entries = Vec::new();
-    for deployment in &deployments {
-        for version in &deployment.versions {
-            let reason = version.status.reason();
-            if filter.ready && reason.is_some() {
-                continue;
-            }
-            entries.push(IndexEntry {
-                name: &deployment.model,
-                version: &version.version,
-                state: if reason.is_none() {
-                    "READY"
-                } else {
-                    "UNAVAILABLE"
-                },
-                reason: reason.unwrap_or_default(),
-            });
-        }
-    }
-    Ok(Json(entries).into_response())
+    let deployments = app.registry().deployments();
+    Ok(Json(index_entries(&deployments, filter.ready)).into_response())
 }

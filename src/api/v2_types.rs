@@ -206,26 +206,27 @@ pub fn json_error(path: String, error: &serde_json::Error) -> ApiError {
     ApiError::bad_request(field, expected)
 }
 
-fn parameter_bool(parameters: Option<&Map<String, Value>>, key: &str) -> Option<bool> {
-    parameters?.get(key)?.as_bool()
-}
+/// The request parameters every protocol shares, read from a request's parameter map (the v2
+/// JSON `parameters`, or the gRPC request's converted to JSON values).
+#[derive(Clone, Copy)]
+pub struct SharedParameters<'a>(pub Option<&'a Map<String, Value>>);
 
-impl InferRequest {
-    /// True when the client asked for binary outputs unless an output says otherwise.
-    pub fn binary_outputs_by_default(&self) -> bool {
-        parameter_bool(self.parameters.as_ref(), "binary_data_output").unwrap_or(false)
+impl SharedParameters<'_> {
+    /// True when the client asked for binary outputs unless an output says otherwise
+    /// (`"binary_data_output": true`).
+    pub fn binary_outputs_by_default(self) -> bool {
+        self.0
+            .and_then(|p| p.get("binary_data_output"))
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
     }
 
     /// True when the client asked for per-row outlier scores (`"outlier_score": true`).
     ///
     /// # Errors
     /// [`ApiError::BadRequest`] when the parameter is not a boolean.
-    pub fn asks_outlier_scores(&self) -> Result<bool, ApiError> {
-        match self
-            .parameters
-            .as_ref()
-            .and_then(|p| p.get("outlier_score"))
-        {
+    pub fn asks_outlier_scores(self) -> Result<bool, ApiError> {
+        match self.0.and_then(|p| p.get("outlier_score")) {
             None => Ok(false),
             Some(Value::Bool(asked)) => Ok(*asked),
             Some(_) => Err(ApiError::bad_request(
@@ -235,13 +236,13 @@ impl InferRequest {
         }
     }
 
-    /// The deadline `parameters.timeout` (microseconds, as Triton takes it) sets from now;
-    /// `None` when it is absent or 0 (the default timeout applies).
+    /// The deadline `timeout` (microseconds, as Triton takes it) sets from now; `None` when it
+    /// is absent or 0 (the default timeout applies).
     ///
     /// # Errors
     /// [`ApiError::BadRequest`] naming `parameters.timeout` when it is not a whole number.
-    pub fn deadline(&self) -> Result<Option<tokio::time::Instant>, ApiError> {
-        match self.parameters.as_ref().and_then(|p| p.get("timeout")) {
+    pub fn deadline(self) -> Result<Option<tokio::time::Instant>, ApiError> {
+        match self.0.and_then(|p| p.get("timeout")) {
             None => Ok(None),
             Some(value) => match value.as_u64() {
                 Some(0) => Ok(None),
@@ -254,6 +255,41 @@ impl InferRequest {
                 )),
             },
         }
+    }
+}
+
+/// The datatype, shape and element count an input tensor declares, checked.
+///
+/// # Errors
+/// [`ApiError::BadRequest`] naming `{field}.datatype` or `{field}.shape`.
+pub fn tensor_header(
+    datatype: &str,
+    shape: &[i64],
+    field: &str,
+) -> Result<(DataType, Vec<usize>, usize), ApiError> {
+    let dtype = DataType::from_protocol_name(datatype).ok_or_else(|| {
+        ApiError::bad_request(
+            format!("{field}.datatype"),
+            format!(
+                "unknown datatype `{datatype}`; expected one of BOOL, UINT8, UINT16, UINT32, \
+                 UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES"
+            ),
+        )
+    })?;
+    let shape = checked_shape(shape, field)?;
+    let count = element_count(&shape).ok_or_else(|| {
+        ApiError::bad_request(
+            format!("{field}.shape"),
+            "the shape's element count overflows",
+        )
+    })?;
+    Ok((dtype, shape, count))
+}
+
+impl InferRequest {
+    /// The parameters every protocol shares.
+    pub fn shared_parameters(&self) -> SharedParameters<'_> {
+        SharedParameters(self.parameters.as_ref())
     }
 
     /// Turns the inputs into named tensors in their sent datatypes, taking binary data from
@@ -272,23 +308,7 @@ impl InferRequest {
         let mut inputs = Vec::with_capacity(self.inputs.len());
         for (index, input) in self.inputs.into_iter().enumerate() {
             let field = format!("inputs[{index}]");
-            let dtype = DataType::from_protocol_name(&input.datatype).ok_or_else(|| {
-                ApiError::bad_request(
-                    format!("{field}.datatype"),
-                    format!(
-                        "unknown datatype `{}`; expected one of BOOL, UINT8, UINT16, UINT32, \
-                         UINT64, INT8, INT16, INT32, INT64, FP16, FP32, FP64, BYTES",
-                        input.datatype
-                    ),
-                )
-            })?;
-            let shape = checked_shape(&input.shape, &field)?;
-            let count = element_count(&shape).ok_or_else(|| {
-                ApiError::bad_request(
-                    format!("{field}.shape"),
-                    "the shape's element count overflows",
-                )
-            })?;
+            let (dtype, shape, count) = tensor_header(&input.datatype, &input.shape, &field)?;
             let binary_size = binary_data_size(input.parameters.as_ref(), &field)?;
             let data = match (binary_size, input.data) {
                 (Some(_), Some(_)) => {

@@ -60,14 +60,29 @@ pub enum Protocol {
     V2,
     /// TF-Serving-style JSON.
     V1,
+    /// Open Inference Protocol over gRPC.
+    Grpc,
 }
 
 impl Protocol {
+    /// Every protocol, in [`Protocol::index`] order.
+    pub const ALL: [Protocol; 3] = [Protocol::V2, Protocol::V1, Protocol::Grpc];
+
     /// The `protocol` label value.
     pub fn label(self) -> &'static str {
         match self {
             Protocol::V2 => "v2",
             Protocol::V1 => "v1",
+            Protocol::Grpc => "grpc",
+        }
+    }
+
+    /// Position in [`Protocol::ALL`], for per-protocol handle arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Protocol::V2 => 0,
+            Protocol::V1 => 1,
+            Protocol::Grpc => 2,
         }
     }
 }
@@ -148,11 +163,10 @@ impl VersionMonitor {
             TrafficRole::Direct,
             TrafficRole::Shadow,
         ];
-        let protocols = [Protocol::V2, Protocol::V1];
         let requests = [TrafficRole::Champion, TrafficRole::Direct]
             .iter()
             .map(|role| {
-                protocols
+                Protocol::ALL
                     .iter()
                     .map(|protocol| {
                         let labels = [
@@ -369,15 +383,11 @@ impl VersionMonitor {
         whole: Duration,
         inference: Duration,
     ) {
-        let protocol = match protocol {
-            Protocol::V2 => 0,
-            Protocol::V1 => 1,
-        };
         let Some((requests, duration, overhead)) = self
             .handles
             .requests
             .get(role.index())
-            .and_then(|by_protocol| by_protocol.get(protocol))
+            .and_then(|by_protocol| by_protocol.get(protocol.index()))
         else {
             return;
         };

@@ -253,6 +253,11 @@ impl Registry {
         self.models.load().values().cloned().collect()
     }
 
+    /// Every model's deployment as it is now, by model name.
+    pub fn deployments(&self) -> Vec<Arc<DeploymentState>> {
+        self.models().iter().map(|m| m.deployment()).collect()
+    }
+
     /// The serving options in force.
     pub fn options(&self) -> ServingOptions {
         self.options

@@ -102,7 +102,7 @@ impl Registry {
     pub async fn evaluate_drift(&self, model: Option<&str>) -> Result<(), ServingError> {
         let deployments = match model {
             Some(name) => vec![self.deployment(name)?],
-            None => self.models().iter().map(|m| m.deployment()).collect(),
+            None => self.deployments(),
         };
         let versions: Vec<Arc<LoadedVersion>> = deployments
             .iter()

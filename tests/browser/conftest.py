@@ -88,7 +88,7 @@ def gateway():
     env["VIGIL_ADMIN_TOKEN"] = TOKEN
     process = subprocess.Popen(
         [str(binary()), "serve", "--models", str(ROOT / "models"), "--state", state,
-         "--addr", "127.0.0.1:0", "--log-format", "json",
+         "--addr", "127.0.0.1:0", "--grpc-addr", "off", "--log-format", "json",
          "--history-interval-ms", "200", "--drift-interval-secs", "1"],
         cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )

@@ -56,6 +56,8 @@ pub const STORE_VARIABLE: &str = "VIGIL_TEST_STORE";
 /// A gateway running in this process on 127.0.0.1 with an ephemeral port.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    /// Where its gRPC service listens (`None` when `grpc_addr` is off).
+    pub grpc_addr: Option<SocketAddr>,
     pub client: reqwest::Client,
     /// The admin token the gateway was started with.
     pub admin_token: Option<String>,
@@ -104,16 +106,28 @@ impl TestGateway {
             config.database = Some(postgres::settings(postgres::database_for(&config.state)));
         }
         let admin_token = config.admin_token.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind loopback");
-        let addr = listener.local_addr().expect("listener address");
+        let loopback = || async {
+            tokio::net::TcpListener::bind("127.0.0.1:0")
+                .await
+                .expect("bind loopback")
+        };
+        let http = loopback().await;
+        let addr = http.local_addr().expect("listener address");
+        let grpc = match config.grpc_addr {
+            Some(_) => Some(loopback().await),
+            None => None,
+        };
+        let grpc_addr = grpc
+            .as_ref()
+            .map(|listener| listener.local_addr().expect("gRPC listener address"));
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(vigil::run(config, listener, async move {
+        let listeners = vigil::Listeners { http, grpc };
+        let task = tokio::spawn(vigil::run(config, listeners, async move {
             let _ = stop_rx.await;
         }));
         let gateway = TestGateway {
             addr,
+            grpc_addr,
             client: reqwest::Client::new(),
             admin_token,
             stop: Some(stop_tx),

@@ -1,5 +1,5 @@
 //! The `vigil` binary as a separate process, for tests of the process itself (signals, crashes,
-//! restarts): started with JSON logs on an ephemeral port, its address read from the `serving`
+//! restarts): started with JSON logs on ephemeral ports, its addresses read from the `serving`
 //! log line, the rest of its log collected in the background.
 
 use std::io::{BufRead, BufReader};
@@ -7,12 +7,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// A `vigil` command run from the repository root, without the environment of the caller.
+/// A `vigil` command run from the repository root, without the environment of the caller; a
+/// gateway it starts serves gRPC on an ephemeral port.
 pub fn vigil() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_vigil"));
     command.current_dir(super::root());
     command.env_remove("VIGIL_ADDR");
     command.env_remove("VIGIL_ADMIN_TOKEN");
+    command.env("VIGIL_GRPC_ADDR", "127.0.0.1:0");
     command
 }
 
@@ -22,6 +24,8 @@ pub struct ServingProcess {
     pub child: Child,
     /// `host:port` it listens on.
     pub address: String,
+    /// `host:port` its gRPC service listens on.
+    pub grpc_address: String,
     log: Arc<Mutex<String>>,
 }
 
@@ -40,7 +44,7 @@ impl ServingProcess {
         let mut lines = BufReader::new(stderr).lines();
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut log = String::new();
-        let address = loop {
+        let (address, grpc_address) = loop {
             assert!(Instant::now() < deadline, "no `serving` log line:\n{log}");
             let Some(Ok(line)) = lines.next() else {
                 panic!("vigil stopped before serving:\n{log}");
@@ -49,10 +53,13 @@ impl ServingProcess {
             log.push('\n');
             let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log line");
             if entry["fields"]["message"] == "serving" {
-                break entry["fields"]["address"]
-                    .as_str()
-                    .expect("address")
-                    .to_string();
+                let field = |name: &str| {
+                    entry["fields"][name]
+                        .as_str()
+                        .unwrap_or_else(|| panic!("`{name}` in {line}"))
+                        .to_string()
+                };
+                break (field("address"), field("grpc_address"));
             }
         };
         let log = Arc::new(Mutex::new(log));
@@ -69,6 +76,7 @@ impl ServingProcess {
         ServingProcess {
             child,
             address,
+            grpc_address,
             log,
         }
     }
