@@ -24,7 +24,7 @@ test: setup-dev prometheus postgresql browser-deps
 ## feedback_loop, deployments' file checks run on files either way), or no store at all.
 GATEWAY_TESTS := admin_auth admin_changes admin_cli admin_reports audit bad_input batching \
 	console deployments feedback mlflow monitoring overload prometheus repository_extension \
-	rescan retraining revisions shadow thresholds tract tritonclient v1_json v2_protocol
+	grpc rescan retraining revisions shadow thresholds tract tritonclient v1_json v2_protocol
 
 ## ONNX Runtime 1.32.0 from PyPI into the project-local .venv.
 setup: $(ORT_STAMP)
@@ -75,7 +75,7 @@ load: setup
 	bash benches/load.sh
 
 FUZZ_SECS ?= 600
-FUZZ_TARGETS := v2_json v2_binary v1_instances
+FUZZ_TARGETS := v2_json v2_binary grpc_infer v1_instances
 
 ## Coverage-guided fuzzing of the request decoders (tests/fuzz/: nightly toolchain and
 ## cargo-fuzz, installed once), FUZZ_SECS seconds per target, from tests/fuzz/seeds; new inputs

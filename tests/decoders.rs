@@ -1,6 +1,6 @@
 //! Property tests of the request decoders (the fuzz targets' functions, `tests/fuzz/`): valid
-//! v2 JSON, v2 binary and v1 requests decode to exactly the values sent, and arbitrary bytes or
-//! corrupted valid requests give an error, never a panic.
+//! v2 JSON, v2 binary, gRPC (raw and typed contents) and v1 requests decode to exactly the values
+//! sent, and arbitrary bytes or corrupted valid requests give an error, never a panic.
 
 #![allow(
     clippy::expect_used,
@@ -13,8 +13,11 @@
 mod signatures;
 
 use proptest::prelude::*;
+use prost::Message;
 use serde_json::json;
-use vigil::api::decode::{v1_instances, v2_request};
+use vigil::api::decode::{grpc_request, v1_instances, v2_request};
+use vigil::api::grpc::proto::model_infer_request::InferInputTensor;
+use vigil::api::grpc::proto::{InferTensorContents, ModelInferRequest};
 use vigil::engine::TensorData;
 
 fn rows_strategy() -> impl Strategy<Value = Vec<[f32; 4]>> {
@@ -25,9 +28,38 @@ fn flat(rows: &[[f32; 4]]) -> Vec<f32> {
     rows.iter().flatten().copied().collect()
 }
 
+/// `rows` as a gRPC `ModelInferRequest` for signature 0, in raw or typed contents.
+fn grpc_message(rows: &[[f32; 4]], raw: bool) -> Vec<u8> {
+    let values = flat(rows);
+    let mut input = InferInputTensor {
+        name: "float_input".into(),
+        datatype: "FP32".into(),
+        shape: vec![rows.len() as i64, 4],
+        ..InferInputTensor::default()
+    };
+    let mut request = ModelInferRequest {
+        model_name: "iris".into(),
+        ..ModelInferRequest::default()
+    };
+    if raw {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        request.raw_input_contents = vec![bytes.into()];
+    } else {
+        input.contents = Some(InferTensorContents {
+            fp32_contents: values,
+            ..InferTensorContents::default()
+        });
+    }
+    request.inputs = vec![input];
+    request.encode_to_vec()
+}
+
 fn decoded_f32(body: &[u8], json_len: Option<usize>) -> (Vec<usize>, Vec<f32>) {
     let decoded = v2_request(body, json_len, &signatures::signature(0), 64).expect("decodes");
-    let tensor = &decoded.tensors[0];
+    f32_tensor(&decoded.tensors[0])
+}
+
+fn f32_tensor(tensor: &vigil::engine::Tensor) -> (Vec<usize>, Vec<f32>) {
     match tensor.data() {
         TensorData::F32(values) => (tensor.shape().to_vec(), values.clone()),
         other => panic!("expected FP32, got {other:?}"),
@@ -82,6 +114,15 @@ proptest! {
     }
 
     #[test]
+    fn grpc_raw_and_typed_rows_decode_exactly(rows in rows_strategy(), raw in any::<bool>()) {
+        let message = grpc_message(&rows, raw);
+        let decoded = grpc_request(&message, &signatures::signature(0), 64).expect("decodes");
+        let (shape, values) = f32_tensor(&decoded.tensors[0]);
+        prop_assert_eq!(shape, vec![rows.len(), 4]);
+        prop_assert_eq!(values, flat(&rows));
+    }
+
+    #[test]
     fn v1_arrays_and_objects_decode_exactly(rows in rows_strategy(), objects in any::<bool>()) {
         let features = signatures::features();
         let instances: Vec<serde_json::Value> = rows
@@ -115,6 +156,7 @@ proptest! {
         let _ = v2_request(&bytes, None, &signature, 64);
         let _ = v2_request(&bytes, Some(usize::from(json_len)), &signature, 64);
         let _ = v1_instances(&bytes, &signatures::signature(0), &signatures::features());
+        let _ = grpc_request(&bytes, &signature, 64);
     }
 
     #[test]
@@ -135,6 +177,8 @@ proptest! {
         let _ = v2_request(&body, None, &signatures::signature(pick), 64);
         let v1 = corrupt(br#"{"instances": [{"sepal_length": 1, "sepal_width": 2, "petal_length": 3, "petal_width": 4}]}"#.to_vec(), &edits);
         let _ = v1_instances(&v1, &signatures::signature(0), &signatures::features());
+        let grpc = corrupt(grpc_message(&[[5.1, 3.5, 1.4, 0.2]], pick == 0), &edits);
+        let _ = grpc_request(&grpc, &signatures::signature(0), 64);
     }
 }
 
@@ -150,6 +194,11 @@ fn fuzz_once(target: &str, input: &[u8]) {
             if let [pick, high, low, body @ ..] = input {
                 let json_len = usize::from(u16::from_be_bytes([*high, *low]));
                 let _ = v2_request(body, Some(json_len), &signatures::signature(*pick), 64);
+            }
+        }
+        "grpc_infer" => {
+            if let Some((pick, message)) = input.split_first() {
+                let _ = grpc_request(message, &signatures::signature(*pick), 64);
             }
         }
         _ => {
@@ -181,6 +230,12 @@ fn the_seeds_decode_and_the_fuzz_corpora_replay_without_panicking() {
         )
         .unwrap_or_else(|e| panic!("v2_binary/{name}: {e}"));
     }
+    for name in ["iris_raw", "ids_text_typed", "cube_typed"] {
+        let seed = read("grpc_infer", name);
+        let (pick, message) = seed.split_first().expect("pick byte");
+        grpc_request(message, &signatures::signature(*pick), 64)
+            .unwrap_or_else(|e| panic!("grpc_infer/{name}: {e}"));
+    }
     for name in ["rows", "objects"] {
         v1_instances(
             &read("v1_instances", name),
@@ -190,7 +245,7 @@ fn the_seeds_decode_and_the_fuzz_corpora_replay_without_panicking() {
         .unwrap_or_else(|e| panic!("v1_instances/{name}: {e}"));
     }
     let mut replayed = 0;
-    for target in ["v2_json", "v2_binary", "v1_instances"] {
+    for target in ["v2_json", "v2_binary", "grpc_infer", "v1_instances"] {
         for kind in ["seeds", "corpus"] {
             let Ok(entries) = std::fs::read_dir(fuzz.join(kind).join(target)) else {
                 continue;
@@ -202,5 +257,5 @@ fn the_seeds_decode_and_the_fuzz_corpora_replay_without_panicking() {
             }
         }
     }
-    assert!(replayed >= 7, "only {replayed} inputs replayed");
+    assert!(replayed >= 10, "only {replayed} inputs replayed");
 }

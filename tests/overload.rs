@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{TestGateway, models_dir, v2_body};
+use common::{TestGateway, metric_sum, models_dir, v2_body};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -201,16 +201,6 @@ async fn inferences_are_shed_while_the_scheduling_delay_is_above_its_limit() {
         assert_eq!(status, StatusCode::OK, "{path}");
     }
     assert!(refusals(&gateway, "pressure").await >= 2.0);
-}
-
-/// The sum of the `/metrics` series named `name` whose labels include all of `labels`.
-async fn metric_sum(gateway: &TestGateway, name: &str, labels: &[&str]) -> f64 {
-    let text = gateway.metrics_text().await;
-    let prefix = format!("{name}{{");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix) && labels.iter().all(|label| l.contains(label)))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
 }
 
 /// Rows inferred by iris version 2.

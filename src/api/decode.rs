@@ -1,10 +1,13 @@
 //! The request decoders as pure functions of the body's bytes and the version's signature:
-//! v2 JSON (with or without the binary tensor extension) and v1 `instances`, through to the
+//! v2 JSON (with or without the binary tensor extension), gRPC `ModelInferRequest` messages and
+//! v1 `instances`, through to the
 //! tensors the engine runs. The handlers use them, and so do the fuzz targets
 //! (`tests/fuzz/`) and the property tests: no input may make them panic.
 
 use super::ApiError;
-use super::v2_types::{parse_json, parse_request};
+use super::grpc::decode_infer;
+use super::grpc::proto::ModelInferRequest;
+use super::v2_types::{SharedParameters, parse_json, parse_request};
 use crate::engine::{DataType, Signature, Tensor, TensorData};
 use crate::serving::{NamedInput, fit_inputs};
 use serde::Deserialize;
@@ -37,6 +40,26 @@ pub fn v2_request(
     request.shared_parameters().deadline()?;
     let inputs = request.into_inputs(binary)?;
     let (tensors, rows) = fit_inputs(signature, inputs, max_rows)?;
+    Ok(Decoded { tensors, rows })
+}
+
+/// Decodes a gRPC `ModelInferRequest` message (protobuf bytes, as the gRPC transport hands
+/// them over) and fits its inputs to `signature` with at most `max_rows` rows.
+///
+/// # Errors
+/// [`ApiError`] naming the field at fault; `body` for bytes that are not such a message.
+pub fn grpc_request(
+    message: &[u8],
+    signature: &Signature,
+    max_rows: usize,
+) -> Result<Decoded, ApiError> {
+    let request = <ModelInferRequest as prost::Message>::decode(message)
+        .map_err(|e| ApiError::bad_request("body", format!("malformed ModelInferRequest: {e}")))?;
+    let decoded = decode_infer(request)?;
+    let parameters = SharedParameters(Some(&decoded.parameters));
+    parameters.asks_outlier_scores()?;
+    parameters.deadline()?;
+    let (tensors, rows) = fit_inputs(signature, decoded.inputs, max_rows)?;
     Ok(Decoded { tensors, rows })
 }
 

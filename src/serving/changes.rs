@@ -247,8 +247,8 @@ impl Registry {
         let Some(version) = version else {
             let champion = pending.current.champion.as_ref();
             return Err(ServingError::Conflict(format!(
-                "unloading all of {model} would unload its champion {}; name one version \
-                 with {{\"parameters\": {{\"version\": \"...\"}}}}",
+                "unloading all of {model} would unload its champion {}; name one version in \
+                 the request's `version` parameter",
                 champion.map_or("(none)", |c| &*c.version)
             )));
         };

@@ -257,6 +257,16 @@ impl TestGateway {
     }
 }
 
+/// The sum of the `/metrics` series named `name` whose labels include all of `labels`.
+pub async fn metric_sum(gateway: &TestGateway, name: &str, labels: &[&str]) -> f64 {
+    let text = gateway.metrics_text().await;
+    let prefix = format!("{name}{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix) && labels.iter().all(|label| l.contains(label)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// A v2 inference body with one FP32 input.
 pub fn v2_body(input: &str, rows: &[Vec<f64>]) -> Value {
     let width = rows.first().map_or(0, Vec::len);
