@@ -3,18 +3,18 @@
 //! # Request path
 //!
 //! ```text
-//! client ──HTTP──▶ api (decode + validate; observe.rs counts the outcome)
-//!                   └─▶ serving::Registry::route: one load of the model's DeploymentState
-//!                         → champion (or the named version), threshold and shadows of that snapshot
-//!                   └─▶ serving::Registry::predict
-//!                         ├─ fit inputs to the signature (names, shapes, types)
-//!                         ├─ engine::Model::run (ort session pool / tract plan),
-//!                         │    inline when cheap, on the blocking pool when not
-//!                         ├─ confidence + accepted outputs (the snapshot's threshold)
-//!                         ├─ monitor::VersionMonitor::record(Observation): O(features) per row
-//!                         └─ mirror queues of the snapshot's shadows (try_send; full ⇒ dropped,
-//!                              counted) ──▶ shadow worker threads (off the path)
-//! client ◀──HTTP── api (encode: v2 JSON or binary tensors, or v1 predictions)
+//! client ──HTTP/gRPC──▶ api (decode + validate; observe.rs counts the outcome)
+//!                        └─▶ serving::Registry::route: one load of the model's DeploymentState
+//!                              → champion (or the named version), threshold and shadows of that snapshot
+//!                        └─▶ serving::Registry::predict
+//!                              ├─ fit inputs to the signature (names, shapes, types)
+//!                              ├─ engine::Model::run (ort session pool / tract plan),
+//!                              │    inline when cheap, on the blocking pool when not
+//!                              ├─ confidence + accepted outputs (the snapshot's threshold)
+//!                              ├─ monitor::VersionMonitor::record(Observation): O(features) per row
+//!                              └─ mirror queues of the snapshot's shadows (try_send; full ⇒ dropped,
+//!                                   counted) ──▶ shadow worker threads (off the path)
+//! client ◀──HTTP/gRPC── api (encode: v2 JSON or binary tensors, v1 predictions, gRPC messages)
 //! ```
 //!
 //! # Change path
@@ -40,8 +40,8 @@
 //! - [`store`]: durable deployments (one state file per model), the audit log, the inference
 //!   log and feedback.
 //! - [`mlflow`]: the MLflow Model Registry followed: aliases decide champions and shadows.
-//! - [`api`]: HTTP routes, admin auth, revisions (`ETag`/`If-Match`), and the one mapping from
-//!   errors to status codes.
+//! - [`api`]: HTTP routes and the OIP gRPC service, admin auth, revisions (`ETag`/`If-Match`),
+//!   and the one mapping from errors to status codes.
 //! - [`client`]: the admin API client behind `vigil admin`.
 //! - [`clock`]: wall-clock time as recorded (epoch milliseconds, RFC 3339).
 //! - [`shutdown`]: the SIGINT/SIGTERM signal.

@@ -3,8 +3,8 @@
 //! metric up. Nothing else names a metric.
 //!
 //! Label sets are bounded: `model` and `version` come from the repository, `role` is
-//! `champion`/`direct`/`shadow`, `protocol` is `v2`/`v1`, `status` is a status class, `feature`
-//! and `class` come from a version's metadata.
+//! `champion`/`direct`/`shadow`, `protocol` is `v2`/`v1`/`grpc`, `status` is a status class,
+//! `feature` and `class` come from a version's metadata.
 
 use ::metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{

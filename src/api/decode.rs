@@ -1,8 +1,7 @@
 //! The request decoders as pure functions of the body's bytes and the version's signature:
 //! v2 JSON (with or without the binary tensor extension), gRPC `ModelInferRequest` messages and
-//! v1 `instances`, through to the
-//! tensors the engine runs. The handlers use them, and so do the fuzz targets
-//! (`tests/fuzz/`) and the property tests: no input may make them panic.
+//! v1 `instances`, through to the tensors the engine runs. The handlers use them, and so do the
+//! fuzz targets (`tests/fuzz/`) and the property tests: no input may make them panic.
 
 use super::ApiError;
 use super::grpc::decode_infer;

@@ -1,4 +1,4 @@
-//! HTTP API. Routes:
+//! HTTP API (and the gRPC service beside it). Routes:
 //!
 //! | route | what |
 //! |---|---|
@@ -30,6 +30,9 @@
 //! | `GET`/`PUT /admin/models/{m}/retrain` | retraining trigger settings (admin) |
 //! | `POST /hooks/mlflow` | signed MLflow webhook: sync with the registry now (404 without a secret) |
 //! | `GET /console/` | the web console (static files; its data calls use the admin API) |
+//!
+//! The same protocol over gRPC (`inference.GRPCInferenceService`) is served by [`grpc`] on its
+//! own listener.
 //!
 //! Admin routes require `Authorization: Bearer <token>` (`auth.rs`); with no token configured
 //! they answer 403. Handlers are thin: decode, call `serving`, encode. Errors become responses in

@@ -1,5 +1,5 @@
-//! Request accounting for inference routes (HTTP and gRPC): the in-flight gauge, and one outcome recorded per
-//! request (status class, whole time, inference time, gateway overhead) in one place.
+//! Request accounting for inference routes (HTTP and gRPC): the in-flight gauge, and one outcome
+//! recorded per request (status class, whole time, inference time, gateway overhead) in one place.
 
 use super::{ApiError, AppState};
 use crate::metrics;
