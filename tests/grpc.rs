@@ -15,7 +15,7 @@
 mod common;
 
 use common::admin::{TOKEN, admin_config, admin_ok};
-use common::{TestGateway, expected_fixtures, metric_sum, models_dir, v2_body};
+use common::{TestGateway, expected_fixtures, iris_rows_varied, metric_sum, models_dir, v2_body};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::{BTreeSet, HashMap};
@@ -705,17 +705,8 @@ async fn admission_control_refuses_grpc_with_resource_exhausted() {
     config.admission.max_queue = Some(0);
     let gateway = TestGateway::start_with(config).await;
     let client = connect(&gateway).await;
-    let rows: Vec<Vec<f64>> = (0..4096)
-        .map(|i| {
-            vec![
-                5.0 + (i % 30) as f64 / 10.0,
-                3.0,
-                1.5 + (i % 40) as f64 / 10.0,
-                0.2,
-            ]
-        })
-        .collect();
-    let request = raw_request("iris", "2", "float_input", &rows);
+    // Each 4,096-row call of the random forest (version 2) takes milliseconds.
+    let request = raw_request("iris", "2", "float_input", &iris_rows_varied(4096));
     let calls: Vec<_> = (0..32)
         .map(|_| {
             let mut client = client.clone();

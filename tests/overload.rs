@@ -13,7 +13,7 @@
 
 mod common;
 
-use common::{TestGateway, metric_sum, models_dir, v2_body};
+use common::{TestGateway, iris_rows_varied, metric_sum, models_dir, v2_body};
 use reqwest::StatusCode;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -22,17 +22,7 @@ use vigil::config::Config;
 
 /// A body of `rows` iris rows for the random forest (version 2).
 fn heavy_body(rows: usize, timeout_us: Option<u64>) -> serde_json::Value {
-    let data: Vec<Vec<f64>> = (0..rows)
-        .map(|i| {
-            vec![
-                5.0 + (i % 30) as f64 / 10.0,
-                3.0,
-                1.5 + (i % 40) as f64 / 10.0,
-                0.2,
-            ]
-        })
-        .collect();
-    let mut body = v2_body("float_input", &data);
+    let mut body = v2_body("float_input", &iris_rows_varied(rows));
     if let Some(timeout) = timeout_us {
         body["parameters"] = serde_json::json!({"timeout": timeout});
     }

@@ -267,6 +267,20 @@ pub async fn metric_sum(gateway: &TestGateway, name: &str, labels: &[&str]) -> f
         .sum()
 }
 
+/// `rows` iris rows that vary (so tree models walk different paths).
+pub fn iris_rows_varied(rows: usize) -> Vec<Vec<f64>> {
+    (0..rows)
+        .map(|i| {
+            vec![
+                5.0 + (i % 30) as f64 / 10.0,
+                3.0,
+                1.5 + (i % 40) as f64 / 10.0,
+                0.2,
+            ]
+        })
+        .collect()
+}
+
 /// A v2 inference body with one FP32 input.
 pub fn v2_body(input: &str, rows: &[Vec<f64>]) -> Value {
     let width = rows.first().map_or(0, Vec::len);
