@@ -42,6 +42,7 @@ mod admin;
 mod auth;
 mod binary;
 mod body;
+mod catalog;
 mod console;
 pub mod decode;
 mod error;

@@ -2,6 +2,7 @@
 //! binary tensor extension), and the repository index.
 
 use super::body::{self, BodyFormat, INFERENCE_HEADER_CONTENT_LENGTH};
+use super::catalog::{PLATFORM, index_entries, ready_versions};
 use super::observe::{Served, observed};
 use super::outputs::{self, OUTLIER_SCORE_OUTPUT, Selection};
 use super::request_id::{REQUEST_ID_HEADER, request_id};
@@ -9,17 +10,13 @@ use super::v2_types::{InferResponse, JsonElements, OutputParameters, OutputTenso
 use super::{ApiError, AppState, binary};
 use crate::engine::{Tensor, TensorData, TensorSpec};
 use crate::monitor::Protocol;
-use crate::serving::{DeploymentState, PredictOptions, Prediction, Route};
+use crate::serving::{PredictOptions, Prediction, Route};
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::{Deserialize, Serialize};
-use std::sync::Arc;
-
-/// The platform string of every version vigil serves.
-pub const PLATFORM: &str = "onnx_onnxv1";
 
 #[derive(Serialize)]
 struct TensorMetadata<'a> {
@@ -67,16 +64,6 @@ fn metadata_response(name: &str, versions: Vec<&str>, route: &Route) -> Response
             .collect(),
     })
     .into_response()
-}
-
-/// The versions of `deployment` that serve, as model metadata lists them.
-pub(super) fn ready_versions(deployment: &DeploymentState) -> Vec<&str> {
-    deployment
-        .versions
-        .iter()
-        .filter(|v| v.ready().is_some())
-        .map(|v| v.version.as_str())
-        .collect()
 }
 
 /// `GET /v2/models/{model}`: the champion's signature and every ready version.
@@ -305,48 +292,6 @@ fn encode_response(
 struct IndexRequest {
     #[serde(default)]
     ready: bool,
-}
-
-/// One version in the repository index.
-#[derive(Serialize)]
-pub(super) struct IndexEntry<'a> {
-    /// Model name.
-    pub name: &'a str,
-    /// Version name.
-    pub version: &'a str,
-    /// `READY` or `UNAVAILABLE`.
-    pub state: &'static str,
-    /// Why the version is unavailable (empty when ready).
-    #[serde(skip_serializing_if = "str::is_empty")]
-    pub reason: &'a str,
-}
-
-/// Every version of `deployments` with its state and reason (only ready ones with
-/// `ready_only`), for the repository index of either protocol.
-pub(super) fn index_entries(
-    deployments: &[Arc<DeploymentState>],
-    ready_only: bool,
-) -> Vec<IndexEntry<'_>> {
-    let mut entries = Vec::new();
-    for deployment in deployments {
-        for version in &deployment.versions {
-            let reason = version.status.reason();
-            if ready_only && reason.is_some() {
-                continue;
-            }
-            entries.push(IndexEntry {
-                name: &deployment.model,
-                version: &version.version,
-                state: if reason.is_none() {
-                    "READY"
-                } else {
-                    "UNAVAILABLE"
-                },
-                reason: reason.unwrap_or_default(),
-            });
-        }
-    }
-    entries
 }
 
 /// `POST /v2/repository/index`: every version with `READY`/`UNAVAILABLE` and the reason

@@ -25,8 +25,8 @@ use self::proto::{
     RepositoryModelUnloadResponse, ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest,
     ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
 };
+use super::catalog::{PLATFORM, ready_versions};
 use super::observe::accounted;
-use super::v2::{PLATFORM, ready_versions};
 use super::{ApiError, AppState};
 use crate::engine::TensorSpec;
 use crate::monitor::Protocol;

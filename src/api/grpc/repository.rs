@@ -11,7 +11,7 @@ use super::proto::{
 };
 use crate::api::admin::{RepositoryChange, RepositoryParameters, change_repository};
 use crate::api::auth::require_admin_token;
-use crate::api::v2::index_entries;
+use crate::api::catalog::index_entries;
 use crate::api::{ApiError, AppState};
 use std::collections::HashMap;
 use tonic::Request;
