@@ -1003,3 +1003,73 @@ async fn a_champion_swap_under_grpc_load_fails_no_request() {
     );
     gateway.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_lets_accepted_grpc_calls_finish_and_exits_zero() {
+    let state = tempfile::tempdir().expect("state");
+    let mut gateway = common::process::ServingProcess::start(&[
+        "--state".as_ref(),
+        state.path().as_os_str(),
+        "--max-in-flight".as_ref(),
+        "1".as_ref(),
+        "--max-batch-rows".as_ref(),
+        "65536".as_ref(),
+    ]);
+    let channel = Channel::from_shared(format!("http://{}", gateway.grpc_address))
+        .expect("endpoint")
+        .connect()
+        .await
+        .expect("gRPC connects");
+    let client = GrpcInferenceServiceClient::new(channel);
+    // Calls of tens of milliseconds each (the random forest on 50,000 rows), one at a time.
+    let request = raw_request("iris", "2", "float_input", &iris_rows_varied(50_000));
+    let calls: Vec<_> = (0..6)
+        .map(|_| {
+            let mut client = client.clone();
+            let request = request.clone();
+            tokio::spawn(async move { client.model_infer(request).await })
+        })
+        .collect();
+    // Every call is accepted (in flight, most of them queued) before the signal.
+    let metrics = reqwest::Client::new();
+    let in_flight = "vigil_requests_in_flight{protocol=\"grpc\"} 6";
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let text = metrics
+            .get(gateway.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text.contains(in_flight) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the calls never were all in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let pid = gateway.child.id().to_string();
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    for call in calls {
+        let answer = call
+            .await
+            .unwrap()
+            .expect("an accepted call is answered")
+            .into_inner();
+        assert_eq!(answer.model_version, "2");
+    }
+    let status = gateway.child.wait().expect("vigil exits");
+    assert_eq!(status.code(), Some(0), "{}", gateway.log());
+    assert!(
+        std::net::TcpStream::connect(&gateway.grpc_address).is_err(),
+        "no longer accepting gRPC connections"
+    );
+}
