@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tonic::Code;
+use tonic::codec::CompressionEncoding;
 use tonic::transport::Channel;
 use vigil::api::grpc::proto::grpc_inference_service_client::GrpcInferenceServiceClient;
 use vigil::api::grpc::proto::infer_parameter::ParameterChoice;
@@ -598,6 +599,27 @@ async fn bad_input_gets_the_status_code_and_the_message_rest_gives() {
         too_large.message(),
         "request body exceeds the limit of 65536 bytes (--max-body-bytes)"
     );
+    // Compressed messages are taken, and the limit holds for what they decompress to.
+    let mut gzip = client
+        .clone()
+        .send_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Gzip);
+    let bomb = gzip
+        .model_infer(raw_request("iris", "", "float_input", &rows))
+        .await
+        .unwrap_err();
+    assert_eq!(bomb.code(), Code::ResourceExhausted, "{bomb:?}");
+    assert_eq!(
+        bomb.message(),
+        "request body exceeds the limit of 65536 bytes (--max-body-bytes)"
+    );
+    let small = vec![vec![6.7, 3.0, 5.2, 2.3]];
+    let answer = gzip
+        .model_infer(raw_request("iris", "", "float_input", &small))
+        .await
+        .expect("a compressed request")
+        .into_inner();
+    assert_eq!(output_values(&answer, "label").1, [2.0]);
     // The gateway still serves, on the same connection.
     let rows = vec![vec![5.1, 3.5, 1.4, 0.2]];
     let answer = client
@@ -1072,4 +1094,38 @@ async fn sigterm_lets_accepted_grpc_calls_finish_and_exits_zero() {
         std::net::TcpStream::connect(&gateway.grpc_address).is_err(),
         "no longer accepting gRPC connections"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shadows_see_grpc_traffic_and_are_compared() {
+    let gateway = TestGateway::start_with(admin_config(&models_dir())).await;
+    admin_ok(
+        &gateway,
+        Method::PUT,
+        "/admin/models/iris/shadows/1",
+        Some(json!({"fraction": 1.0})),
+    )
+    .await;
+    let mut client = connect(&gateway).await;
+    let rows = vec![vec![5.1, 3.5, 1.4, 0.2], vec![6.7, 3.0, 5.2, 2.3]];
+    for _ in 0..5 {
+        let answer = client
+            .model_infer(raw_request("iris", "", "float_input", &rows))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(answer.model_version, "3", "the champion answers");
+    }
+    let shadow = ["model=\"iris\"", "version=\"1\""];
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while metric_sum(&gateway, "vigil_shadow_compared_rows_total", &shadow).await < 10.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the shadow never compared the mirrored rows"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mirrored = metric_sum(&gateway, "vigil_shadow_mirrored_total", &shadow).await;
+    assert_eq!(mirrored, 5.0, "every gRPC request is mirrored");
+    gateway.stop().await;
 }

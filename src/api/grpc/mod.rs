@@ -34,6 +34,7 @@ use crate::serving::ServingError;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
 
 /// The gRPC service over the gateway's shared state.
@@ -190,17 +191,18 @@ impl GrpcInferenceService for InferenceService {
     }
 }
 
-/// Rewrites tonic's own answer to a message over the size limit (OUT_OF_RANGE, "decoded message
-/// length too large") into the gateway's: RESOURCE_EXHAUSTED, as gRPC's own libraries answer it,
-/// with the same message as REST.
+/// Rewrites tonic's own answers to a message over the size limit (OUT_OF_RANGE "decoded message
+/// length too large", or RESOURCE_EXHAUSTED "size limit ... exceeded while decompressing") into
+/// the gateway's: RESOURCE_EXHAUSTED, as gRPC's own libraries answer it, with REST's message.
 fn size_limit_status<B>(
     mut response: axum::http::Response<B>,
     limit: usize,
 ) -> axum::http::Response<B> {
     let headers = response.headers_mut();
-    let too_large = Status::from_header_map(headers).is_some_and(|status| {
-        status.code() == tonic::Code::OutOfRange
-            && status.message().contains("message length too large")
+    let too_large = Status::from_header_map(headers).is_some_and(|status| match status.code() {
+        tonic::Code::OutOfRange => status.message().contains("message length too large"),
+        tonic::Code::ResourceExhausted => status.message().contains("size limit"),
+        _ => false,
     });
     if too_large {
         let status = Status::from(ApiError::BodyTooLarge {
@@ -231,8 +233,14 @@ pub async fn serve(
         let _ = stop.wait_for(|&stop| stop).await;
     };
     let limit = app.max_body_bytes();
-    let service =
-        GrpcInferenceServiceServer::new(InferenceService { app }).max_decoding_message_size(limit);
+    // Compressed messages are taken (gzip, deflate) and answered compressed when the client
+    // asks; the size limit applies to the decompressed message.
+    let service = GrpcInferenceServiceServer::new(InferenceService { app })
+        .max_decoding_message_size(limit)
+        .accept_compressed(CompressionEncoding::Gzip)
+        .accept_compressed(CompressionEncoding::Deflate)
+        .send_compressed(CompressionEncoding::Gzip)
+        .send_compressed(CompressionEncoding::Deflate);
     let mut server = tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(
         move |response: axum::http::Response<tonic::body::Body>| size_limit_status(response, limit),
     ));
