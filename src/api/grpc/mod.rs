@@ -4,6 +4,7 @@
 //! rules, output selection and request accounting as REST, and errors become status codes in
 //! `api::error`.
 
+mod connection;
 mod infer;
 pub mod proto {
     //! Messages, server and client generated from `proto/grpc_service.proto` (see `build.rs`).
@@ -14,6 +15,7 @@ mod repository;
 
 pub use self::infer::{DecodedInfer, decode_infer};
 
+use self::connection::Connections;
 use self::proto::grpc_inference_service_server::{
     GrpcInferenceService, GrpcInferenceServiceServer,
 };
@@ -244,16 +246,18 @@ pub async fn serve(
     let mut server = tonic::transport::Server::builder().layer(tower::util::MapResponseLayer::new(
         move |response: axum::http::Response<tonic::body::Body>| size_limit_status(response, limit),
     ));
-    let served = server.add_service(service).serve_with_incoming_shutdown(
-        tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
-        stopped(stop.clone()),
-    );
+    let connections = Connections::new();
+    let served = server
+        .add_service(service)
+        .serve_with_incoming_shutdown(connections.incoming(listener), stopped(stop.clone()));
     tokio::pin!(served);
-    tokio::select! {
+    let result = tokio::select! {
         result = &mut served => result,
         () = async { stopped(stop).await; tokio::time::sleep(grace).await } => {
             tracing::warn!(?grace, "grace period over; closing remaining gRPC calls");
             Ok(())
         }
-    }
+    };
+    connections.closed().await;
+    result
 }
