@@ -58,6 +58,8 @@ die() {
     echo "grpc.sh: $*" >&2
     exit 1
 }
+# shellcheck source=benches/common.sh
+source benches/common.sh
 [[ "$ROUNDS" =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 [[ "$DURATION" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "DURATION must be seconds"
 [[ "$WARMUP" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "WARMUP must be seconds"
@@ -93,23 +95,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-free_port() {
-    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-}
-
-# busy_note: how busy the machine was over one second (other processes skew every figure).
-busy_note() {
-    local -a a b
-    read -r -a a </proc/stat
-    sleep 1
-    read -r -a b </proc/stat
-    local busy=$(((b[1] + b[2] + b[3] + b[6] + b[7]) - (a[1] + a[2] + a[3] + a[6] + a[7])))
-    local idle=$(((b[4] + b[5]) - (a[4] + a[5])))
-    if ((busy + idle > 0)); then
-        echo "   machine busy before the runs: $((100 * busy / (busy + idle)))% of $(nproc) CPUs over 1 s"
-    fi
-}
 
 # cpu_times CPU: "busy idle" jiffies of one CPU from /proc/stat.
 cpu_times() {
@@ -178,7 +163,7 @@ for protocol in rest grpc; do
     echo "   $LINE"
 done
 
-busy_note
+busy_note "before the runs"
 TOTAL_ERRORS=0
 declare -A RPS_OF P50_OF P99_OF
 for c in $CONCURRENCY; do

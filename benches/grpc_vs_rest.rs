@@ -26,7 +26,7 @@
 
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use std::sync::{Arc, Mutex};
@@ -195,37 +195,42 @@ async fn connect_http1(addr: &str) -> Result<SendRequest<Full<Bytes>>, String> {
     Ok(sender)
 }
 
-/// The model's first input and its datatype, from `GET /v2/models/<model>`.
-async fn rest_input(options: &Options) -> Result<(String, String), String> {
-    let stream = TcpStream::connect(&options.addr)
-        .await
-        .map_err(|e| format!("connect {}: {e}", options.addr))?;
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| format!("HTTP/1 handshake: {e}"))?;
-    tokio::spawn(connection);
-    let path = format!("/v2/models/{}", options.model);
-    let request = hyper::Request::get(path.as_str())
-        .header(hyper::header::HOST, options.addr.as_str())
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| e.to_string())?;
+/// Sends `request` and returns the answer's body when it is 200 OK.
+async fn exchange(
+    sender: &mut SendRequest<Full<Bytes>>,
+    request: hyper::Request<Full<Bytes>>,
+) -> Result<Bytes, String> {
     let response = sender
         .send_request(request)
         .await
-        .map_err(|e| format!("GET {path}: {e}"))?;
+        .map_err(|e| format!("send: {e}"))?;
     let status = response.status();
     let body = response
         .into_body()
         .collect()
         .await
-        .map_err(|e| format!("GET {path}: {e}"))?
+        .map_err(|e| format!("body: {e}"))?
         .to_bytes();
     if status != hyper::StatusCode::OK {
         return Err(format!(
-            "GET {path} answered {status}: {}",
+            "status {status}: {}",
             String::from_utf8_lossy(&body)
         ));
     }
+    Ok(body)
+}
+
+/// The model's first input and its datatype, from `GET /v2/models/<model>`.
+async fn rest_input(options: &Options) -> Result<(String, String), String> {
+    let mut sender = connect_http1(&options.addr).await?;
+    let path = format!("/v2/models/{}", options.model);
+    let request = hyper::Request::get(path.as_str())
+        .header(hyper::header::HOST, options.addr.as_str())
+        .body(Full::new(Bytes::new()))
+        .map_err(|e| e.to_string())?;
+    let body = exchange(&mut sender, request)
+        .await
+        .map_err(|e| format!("GET {path}: {e}"))?;
     let metadata: serde_json::Value =
         serde_json::from_slice(&body).map_err(|e| format!("GET {path}: {e}"))?;
     let input = &metadata["inputs"][0];
@@ -245,7 +250,7 @@ struct RestAnswer {
 
 #[derive(serde::Deserialize)]
 struct RestOutput {
-    #[allow(dead_code)]
+    #[expect(dead_code, reason = "only its presence is checked")]
     data: serde::de::IgnoredAny,
 }
 
@@ -260,23 +265,7 @@ async fn rest_once(
         .header(hyper::header::CONTENT_TYPE, "application/json")
         .body(Full::new(body.clone()))
         .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("send: {e}"))?;
-    let status = response.status();
-    let body = response
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| format!("body: {e}"))?
-        .to_bytes();
-    if status != hyper::StatusCode::OK {
-        return Err(format!(
-            "status {status}: {}",
-            String::from_utf8_lossy(&body)
-        ));
-    }
+    let body = exchange(sender, request).await?;
     let answer: RestAnswer = serde_json::from_slice(&body)
         .map_err(|e| format!("answer: {e}: {}", String::from_utf8_lossy(&body)))?;
     if answer.outputs.is_empty() {

@@ -88,6 +88,8 @@ die() {
     echo "load.sh: $*" >&2
     exit 1
 }
+# shellcheck source=benches/common.sh
+source benches/common.sh
 
 for section in $SECTIONS; do
     case "$section" in
@@ -149,23 +151,6 @@ stop_server() {
         kill "$pid" 2>/dev/null || true
         wait "$pid" 2>/dev/null || true
     fi
-}
-
-# A free TCP port on 127.0.0.1 (the kernel picks it; a small race before the server binds it).
-free_port() {
-    if command -v python3 >/dev/null 2>&1; then
-        python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
-        return
-    fi
-    local port
-    for _ in $(seq 1 100); do
-        port=$((20000 + RANDOM % 40000))
-        if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            echo "$port"
-            return
-        fi
-    done
-    die "no free port found"
 }
 
 # wait_for NAME PID URL [curl args...]: waits until URL answers 200, bounded by READY_TIMEOUT.
@@ -242,21 +227,6 @@ run_wrk() {
         echo "load.sh: could not read wrk's results against $label (c=$connections):" >&2
         cat "$out" >&2
         exit 1
-    fi
-}
-
-# busy_note: how busy the machine was over one second before a section, from /proc/stat (other
-# processes on the same cores skew every figure; informational).
-busy_note() {
-    [[ -r /proc/stat ]] || return 0
-    local -a a b
-    read -r -a a </proc/stat
-    sleep 1
-    read -r -a b </proc/stat
-    local busy=$(((b[1] + b[2] + b[3] + b[6] + b[7]) - (a[1] + a[2] + a[3] + a[6] + a[7])))
-    local idle=$(((b[4] + b[5]) - (a[4] + a[5])))
-    if ((busy + idle > 0)); then
-        echo "   machine busy before the section: $((100 * busy / (busy + idle)))% of $(nproc) CPUs over 1 s"
     fi
 }
 
@@ -769,23 +739,23 @@ section_feedback() {
 }
 
 if want baseline; then
-    busy_note
+    busy_note "before the section"
     section_baseline
 fi
 if want shadow; then
-    busy_note
+    busy_note "before the section"
     section_shadow
 fi
 if want swap; then
-    busy_note
+    busy_note "before the section"
     section_swap
 fi
 if want monitoring; then
-    busy_note
+    busy_note "before the section"
     section_monitoring
 fi
 if want feedback; then
-    busy_note
+    busy_note "before the section"
     section_feedback
 fi
 echo "== done: $SECTIONS"
