@@ -1,9 +1,15 @@
-//! What both protocols show about the repository: the platform string, the versions a model's
-//! metadata lists, and the repository index.
+//! What both protocols show about the server and its repository: the server's name, the
+//! platform string, the versions a model's metadata lists, and the repository index.
 
 use crate::serving::DeploymentState;
 use serde::Serialize;
 use std::sync::Arc;
+
+/// The server name in server metadata.
+pub const SERVER_NAME: &str = "vigil";
+
+/// The protocol extension both protocols serve (REST adds `binary_tensor_data`).
+pub const MODEL_REPOSITORY_EXTENSION: &str = "model_repository";
 
 /// The platform string of every version vigil serves.
 pub const PLATFORM: &str = "onnx_onnxv1";

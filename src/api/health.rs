@@ -1,6 +1,7 @@
 //! Server metadata, liveness, readiness and the Prometheus endpoint.
 
 use super::AppState;
+use super::catalog::{MODEL_REPOSITORY_EXTENSION, SERVER_NAME};
 use axum::Json;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -17,9 +18,9 @@ struct ServerMetadata {
 /// `GET /v2`: server name, version and protocol extensions.
 pub async fn server_metadata() -> Response {
     Json(ServerMetadata {
-        name: "vigil",
+        name: SERVER_NAME,
         version: env!("CARGO_PKG_VERSION"),
-        extensions: ["binary_tensor_data", "model_repository"],
+        extensions: ["binary_tensor_data", MODEL_REPOSITORY_EXTENSION],
     })
     .into_response()
 }

@@ -27,7 +27,7 @@ use self::proto::{
     RepositoryModelUnloadResponse, ServerLiveRequest, ServerLiveResponse, ServerMetadataRequest,
     ServerMetadataResponse, ServerReadyRequest, ServerReadyResponse,
 };
-use super::catalog::{PLATFORM, ready_versions};
+use super::catalog::{MODEL_REPOSITORY_EXTENSION, PLATFORM, SERVER_NAME, ready_versions};
 use super::observe::accounted;
 use super::{ApiError, AppState};
 use crate::engine::TensorSpec;
@@ -113,9 +113,9 @@ impl GrpcInferenceService for InferenceService {
         _: Request<ServerMetadataRequest>,
     ) -> Result<Response<ServerMetadataResponse>, Status> {
         Ok(Response::new(ServerMetadataResponse {
-            name: "vigil".to_string(),
+            name: SERVER_NAME.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
-            extensions: vec!["model_repository".to_string()],
+            extensions: vec![MODEL_REPOSITORY_EXTENSION.to_string()],
         }))
     }
 
