@@ -15,7 +15,6 @@ use common::{TestGateway, models_dir, v2_body};
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::path::Path;
-use vigil::config::Config;
 
 /// A repository with iris version 2 (the random forest) twice: `plain` as it is, `batched` with
 /// `[batching]` added.
@@ -74,11 +73,8 @@ fn counter(text: &str, name: &str) -> f64 {
 async fn batched_requests_get_exactly_the_unbatched_outputs() {
     let dir = tempfile::tempdir().expect("repository");
     repository(dir.path());
-    // 48 requests at once: the queue must hold them all (the derived bound follows the model's
-    // measured cost, which on a busy machine can leave fewer places than that).
-    let mut config = Config::for_models(dir.path());
-    config.admission.max_queue = Some(64);
-    let gateway = std::sync::Arc::new(TestGateway::start_with(config).await);
+    let gateway =
+        std::sync::Arc::new(TestGateway::start_with(common::holding(dir.path(), 48)).await);
     let mut calls = Vec::new();
     for request in 0..48 {
         let gateway = std::sync::Arc::clone(&gateway);

@@ -921,7 +921,7 @@ async fn the_repository_rpcs_follow_the_admin_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_grpc_and_rest_requests_are_all_right() {
-    let gateway = Arc::new(TestGateway::start(&models_dir()).await);
+    let gateway = Arc::new(TestGateway::start_with(common::holding(&models_dir(), 200)).await);
     let client = connect(&gateway).await;
     let fixture = expected_fixtures()
         .into_iter()

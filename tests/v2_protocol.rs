@@ -328,7 +328,8 @@ async fn binary_tensor_extension_in_and_out() {
 
 #[tokio::test]
 async fn two_hundred_concurrent_mixed_requests_are_all_correct() {
-    let gateway = std::sync::Arc::new(TestGateway::start(&models_dir()).await);
+    let gateway =
+        std::sync::Arc::new(TestGateway::start_with(common::holding(&models_dir(), 200)).await);
     let fixtures = std::sync::Arc::new(expected_fixtures());
     let mut tasks = Vec::new();
     for i in 0..200usize {

@@ -31,6 +31,15 @@ pub fn models_dir() -> PathBuf {
     root().join("models")
 }
 
+/// Settings for `models` whose queues hold `simultaneous` requests, for tests that send that
+/// many at once to check answers, not admission: the derived queue bound follows each model's
+/// measured cost, which on a busy machine can leave fewer places.
+pub fn holding(models: &Path, simultaneous: usize) -> Config {
+    let mut config = Config::for_models(models);
+    config.admission.max_queue = Some(simultaneous);
+    config
+}
+
 /// Every `(model, version)` pair with an expected-output fixture.
 pub fn expected_fixtures() -> Vec<Value> {
     let dir = root().join("tests/fixtures/expected");
