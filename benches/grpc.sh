@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # gRPC against REST on one gateway, measured by one load generator (benches/grpc_vs_rest.rs):
 # the same single-row iris inference (champion, unversioned) as a v2 JSON POST over keep-alive
-# HTTP/1 connections and as ModelInfer with raw_input_contents over HTTP/2 (tonic).
+# HTTP/1 connections and as ModelInfer with raw_input_contents over HTTP/2.
 #
 # 1. Builds `vigil` and the example `grpc_vs_rest` (release).
 # 2. Starts one gateway with both listeners (`--addr` and `--grpc-addr`, free 127.0.0.1 ports,
@@ -24,6 +24,7 @@
 #   ROUNDS        REST/gRPC pairs per concurrency                   [default: 3]
 #   CONCURRENCY   space-separated in-flight request counts          [default: "1 64"]
 #   CHANNELS      gRPC: HTTP/2 connections; default: one per 16 in-flight calls (ceil(c/16))
+#   GRPC_CLIENT   gRPC client of the generator: h2 (lean, as REST's hyper client) or tonic [h2]
 #   PIN           1: pin gateway and generator (needs taskset, 2 CPUs), 0: do not, auto [auto]
 #   SERVER_CPU    CPU of the gateway when pinned                    [default: 0]
 #   CLIENT_CPU    CPU of the generator when pinned                  [default: 1]
@@ -44,6 +45,7 @@ WARMUP="${WARMUP%s}"
 ROUNDS="${ROUNDS:-3}"
 CONCURRENCY="${CONCURRENCY:-1 64}"
 CHANNELS="${CHANNELS:-}"
+GRPC_CLIENT="${GRPC_CLIENT:-h2}"
 PIN="${PIN:-auto}"
 SERVER_CPU="${SERVER_CPU:-0}"
 CLIENT_CPU="${CLIENT_CPU:-1}"
@@ -64,6 +66,7 @@ source benches/common.sh
 [[ "$DURATION" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "DURATION must be seconds"
 [[ "$WARMUP" =~ ^[0-9]+(\.[0-9]+)?$ ]] || die "WARMUP must be seconds"
 [[ -z "$CHANNELS" || "$CHANNELS" =~ ^[1-9][0-9]*$ ]] || die "CHANNELS must be a positive integer"
+[[ "$GRPC_CLIENT" == h2 || "$GRPC_CLIENT" == tonic ]] || die "GRPC_CLIENT must be h2 or tonic"
 command -v curl >/dev/null 2>&1 || die "curl is not installed (apt-get install -y curl)"
 
 SERVER_PIN=()
@@ -127,7 +130,8 @@ run() {
     local protocol=$1 c=$2 duration=$3 warmup=$4 addr=127.0.0.1:$HTTP_PORT
     local -a extra=()
     [[ "$protocol" == grpc ]] && addr=127.0.0.1:$GRPC_PORT
-    [[ "$protocol" == grpc && -n "$CHANNELS" ]] && extra=(--channels "$CHANNELS")
+    [[ "$protocol" == grpc ]] && extra=(--grpc-client "$GRPC_CLIENT")
+    [[ "$protocol" == grpc && -n "$CHANNELS" ]] && extra+=(--channels "$CHANNELS")
     local server_before client_before
     ((${#SERVER_PIN[@]})) && server_before="$(cpu_times "$SERVER_CPU")" client_before="$(cpu_times "$CLIENT_CPU")"
     if ! LINE="$("${CLIENT_PIN[@]}" "$GENERATOR" --protocol "$protocol" --addr "$addr" \
@@ -187,7 +191,7 @@ median() {
 
 echo
 echo "$(nproc) CPUs; ${SERVER_PIN:+gateway on CPU $SERVER_CPU, generator on CPU $CLIENT_CPU; }medians of $ROUNDS runs of ${DURATION}s"
-echo "gRPC: ModelInfer with raw_input_contents, ${CHANNELS:-ceil(c/16)} HTTP/2 connection(s); REST: v2 JSON, one HTTP/1 connection per worker"
+echo "gRPC: ModelInfer with raw_input_contents, ${CHANNELS:-ceil(c/16)} HTTP/2 connection(s), $GRPC_CLIENT client; REST: v2 JSON, one HTTP/1 connection per worker"
 printf '%5s | %9s | %9s | %9s | %9s | %9s | %9s | %9s | %9s\n' \
     conc 'REST r/s' 'gRPC r/s' 'r/s ratio' 'REST p50' 'gRPC p50' 'p50 ratio' 'REST p99' 'gRPC p99'
 for c in $CONCURRENCY; do

@@ -6,9 +6,12 @@
 //!   connection per worker (hyper's connection-level client, as `open_loop.rs`); an answer counts
 //!   when it is 200 and its JSON holds at least one output with `data`.
 //! - `grpc`: `ModelInfer` with the row in `raw_input_contents` (as tritonclient sends it by
-//!   default), tonic's client over `--channels` HTTP/2 connections, workers spread round-robin
-//!   over them; an answer counts when the status is OK and it holds at least one output with
-//!   contents (raw or typed).
+//!   default) over `--channels` HTTP/2 connections, workers spread round-robin over them; an
+//!   answer counts when its `grpc-status` is OK and it holds at least one output with contents
+//!   (raw or typed). `--grpc-client h2` (the default) sends through the `h2` crate's client, the
+//!   message encoded once, HEADERS and DATA handed over together (as `ghz` does, and as hyper's
+//!   HTTP/1 client sends REST); `--grpc-client tonic` through tonic's generated client, which
+//!   costs more CPU per call.
 //!
 //! `--concurrency C` workers each keep one request in flight. The input's name is read from the
 //! model's metadata first (REST `GET /v2/models/<model>`, gRPC `ModelMetadata`: the protocol
@@ -17,7 +20,8 @@
 //! the whole answer decoded) is recorded for those answers (HdrHistogram, 3 significant digits).
 //!
 //! Usage: `grpc_vs_rest --protocol grpc|rest --addr 127.0.0.1:8081 [--concurrency 64]
-//! [--duration 10] [--warmup 2] [--channels N] [--model iris] [--threads T]`
+//! [--duration 10] [--warmup 2] [--channels N] [--grpc-client h2|tonic] [--model iris]
+//! [--threads T]`
 //!
 //! Prints one line, e.g. `grpc c=64: 12345 req/s p50 4100 us p99 9000 us errors 0 requests
 //! 123450 connections 4`; `errors` counts failed requests over warm-up and measurement both
@@ -29,6 +33,7 @@ use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
+use prost::Message;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpStream;
@@ -56,6 +61,18 @@ struct Options {
     warmup: Duration,
     channels: usize,
     threads: usize,
+    grpc_client: GrpcClient,
+}
+
+/// Which gRPC client sends the calls.
+#[derive(Clone, Copy, PartialEq)]
+enum GrpcClient {
+    /// tonic's generated client over its `Channel`.
+    Tonic,
+    /// The `h2` crate's client, with the request message encoded once: the gRPC counterpart of
+    /// hyper's connection-level HTTP/1 client used for REST (as `ghz` sends a pre-encoded
+    /// message).
+    H2,
 }
 
 fn seconds(flag: &str, text: &str) -> Result<Duration, String> {
@@ -76,6 +93,7 @@ fn parse_args() -> Result<Options, String> {
     let mut warmup = Duration::from_secs(2);
     let mut channels = None;
     let mut threads = None;
+    let mut grpc_client = GrpcClient::H2;
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or(format!("{flag} needs a value"));
         match flag.as_str() {
@@ -97,6 +115,13 @@ fn parse_args() -> Result<Options, String> {
             "--warmup" => warmup = seconds("--warmup", &value()?)?,
             "--channels" => {
                 channels = Some(value()?.parse().map_err(|e| format!("--channels: {e}"))?);
+            }
+            "--grpc-client" => {
+                grpc_client = match value()?.as_str() {
+                    "tonic" => GrpcClient::Tonic,
+                    "h2" => GrpcClient::H2,
+                    other => return Err(format!("--grpc-client {other}: expected h2 or tonic")),
+                };
             }
             "--threads" => {
                 threads = Some(value()?.parse().map_err(|e| format!("--threads: {e}"))?);
@@ -123,6 +148,7 @@ fn parse_args() -> Result<Options, String> {
         threads: threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
             .max(1),
+        grpc_client,
     })
 }
 
@@ -361,11 +387,11 @@ fn check_grpc(answer: &ModelInferResponse) -> Result<(), String> {
     }
 }
 
-async fn grpc_worker(
-    mut client: GrpcInferenceServiceClient<Channel>,
-    request: ModelInferRequest,
+/// Keeps one call in flight until the window ends: `call` sends one and checks its answer.
+async fn closed_loop(
     window: Window,
     tallies: Arc<Mutex<Vec<Tally>>>,
+    mut call: impl AsyncFnMut() -> Result<(), String>,
 ) {
     let mut tally = Tally::new();
     loop {
@@ -373,15 +399,113 @@ async fn grpc_worker(
         if sent >= window.end {
             break;
         }
-        let outcome = match client.model_infer(request.clone()).await {
-            Ok(answer) => check_grpc(answer.get_ref()),
-            Err(status) => Err(format!("status {status}")),
-        };
+        let outcome = call().await;
         tally.record(window, sent, outcome);
     }
     if let Ok(mut tallies) = tallies.lock() {
         tallies.push(tally);
     }
+}
+
+/// One `ModelInfer` through tonic's client.
+async fn tonic_once(
+    client: &mut GrpcInferenceServiceClient<Channel>,
+    request: &ModelInferRequest,
+) -> Result<(), String> {
+    match client.model_infer(request.clone()).await {
+        Ok(answer) => check_grpc(answer.get_ref()),
+        Err(status) => Err(format!("status {status}")),
+    }
+}
+
+/// One HTTP/2 connection of the `h2` client.
+async fn h2_connection(addr: &str) -> Result<h2::client::SendRequest<Bytes>, String> {
+    let stream = TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let (client, connection) = h2::client::handshake(stream)
+        .await
+        .map_err(|e| format!("HTTP/2 handshake with {addr}: {e}"))?;
+    tokio::spawn(async move {
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// `message` as one length-prefixed, uncompressed gRPC message.
+fn grpc_frame(message: &ModelInferRequest) -> Bytes {
+    let encoded = message.encode_to_vec();
+    let length = u32::try_from(encoded.len()).unwrap_or(u32::MAX);
+    let mut frame = Vec::with_capacity(5 + encoded.len());
+    frame.push(0);
+    frame.extend_from_slice(&length.to_be_bytes());
+    frame.extend_from_slice(&encoded);
+    Bytes::from(frame)
+}
+
+/// One `ModelInfer` through the `h2` client: HEADERS and the encoded message, then the answer
+/// read whole, its `grpc-status` checked and its message decoded.
+async fn h2_once(
+    client: &h2::client::SendRequest<Bytes>,
+    uri: &hyper::Uri,
+    frame: &Bytes,
+) -> Result<(), String> {
+    let mut client = client
+        .clone()
+        .ready()
+        .await
+        .map_err(|e| format!("connection: {e}"))?;
+    let request = hyper::Request::post(uri.clone())
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .map_err(|e| e.to_string())?;
+    let (response, mut send) = client
+        .send_request(request, false)
+        .map_err(|e| format!("send: {e}"))?;
+    send.send_data(frame.clone(), true)
+        .map_err(|e| format!("send: {e}"))?;
+    let (head, mut body) = response
+        .await
+        .map_err(|e| format!("response: {e}"))?
+        .into_parts();
+    if head.status != hyper::StatusCode::OK {
+        return Err(format!("HTTP status {}", head.status));
+    }
+    let mut message = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.map_err(|e| format!("body: {e}"))?;
+        let _ = body.flow_control().release_capacity(chunk.len());
+        message.extend_from_slice(&chunk);
+    }
+    let trailers = body
+        .trailers()
+        .await
+        .map_err(|e| format!("trailers: {e}"))?
+        .unwrap_or_default();
+    // A trailers-only answer (an error) carries its status in the headers.
+    let status = trailers
+        .get("grpc-status")
+        .or_else(|| head.headers.get("grpc-status"));
+    if status.map(hyper::header::HeaderValue::as_bytes) != Some(b"0") {
+        let message = trailers
+            .get("grpc-message")
+            .or_else(|| head.headers.get("grpc-message"));
+        return Err(format!("grpc-status {status:?}: {message:?}"));
+    }
+    let answer = match message.as_slice() {
+        [0, length @ ..] if length.len() >= 4 => {
+            let (prefix, encoded) = length.split_at(4);
+            let declared = u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]);
+            if usize::try_from(declared).ok() != Some(encoded.len()) {
+                return Err("answer is not exactly one message".into());
+            }
+            ModelInferResponse::decode(encoded).map_err(|e| format!("answer: {e}"))?
+        }
+        _ => return Err("answer is not one uncompressed message".into()),
+    };
+    check_grpc(&answer)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -442,14 +566,42 @@ async fn run(options: Options) -> Result<(), String> {
                 ..ModelInferRequest::default()
             };
             let window = begin(options.warmup, options.duration);
-            for worker in 0..options.concurrency {
-                let channel = channels[worker % channels.len()].clone();
-                workers.push(tokio::spawn(grpc_worker(
-                    GrpcInferenceServiceClient::new(channel),
-                    request.clone(),
-                    window,
-                    Arc::clone(&tallies),
-                )));
+            match options.grpc_client {
+                GrpcClient::Tonic => {
+                    for worker in 0..options.concurrency {
+                        let mut client = GrpcInferenceServiceClient::new(
+                            channels[worker % channels.len()].clone(),
+                        );
+                        let request = request.clone();
+                        workers.push(tokio::spawn(closed_loop(
+                            window,
+                            Arc::clone(&tallies),
+                            async move || tonic_once(&mut client, &request).await,
+                        )));
+                    }
+                }
+                GrpcClient::H2 => {
+                    let mut connections = Vec::with_capacity(options.channels);
+                    for _ in 0..options.channels {
+                        connections.push(h2_connection(&options.addr).await?);
+                    }
+                    let uri: hyper::Uri = format!(
+                        "http://{}/inference.GRPCInferenceService/ModelInfer",
+                        options.addr
+                    )
+                    .parse()
+                    .map_err(|e| format!("{}: {e}", options.addr))?;
+                    let frame = grpc_frame(&request);
+                    for worker in 0..options.concurrency {
+                        let client = connections[worker % connections.len()].clone();
+                        let (uri, frame) = (uri.clone(), frame.clone());
+                        workers.push(tokio::spawn(closed_loop(
+                            window,
+                            Arc::clone(&tallies),
+                            async move || h2_once(&client, &uri, &frame).await,
+                        )));
+                    }
+                }
             }
         }
     }

@@ -1,7 +1,9 @@
 //! A real PostgreSQL server for tests: Debian's `postgresql` binaries, `initdb` into a temporary
 //! directory and `postgres` on a free loopback port, run as the unprivileged `postgres` user when
 //! the tests run as root. Stopped by PID when dropped. A missing installation fails the test with
-//! the command that installs it.
+//! the command that installs it. Clusters live in `<temp>/vigil-pg-<pid>-…`; each start removes
+//! those of test processes that have exited (a binary's shared server lives as long as the
+//! binary, so its directory is never dropped).
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -62,13 +64,34 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Removes the cluster directories of test processes that have exited.
+fn remove_leftovers() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let owner = name
+            .to_str()
+            .and_then(|name| name.strip_prefix("vigil-pg-"))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok());
+        if let Some(pid) = owner
+            && !Path::new("/proc").join(pid.to_string()).exists()
+        {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl Postgres {
     /// Initialises a cluster in a temporary directory and starts the server; waits (up to 60 s)
     /// until it accepts connections and the `vigil` database exists.
     pub fn start() -> Postgres {
         let bin = binaries();
+        remove_leftovers();
         let dir = tempfile::Builder::new()
-            .prefix("vigil-pg-")
+            .prefix(&format!("vigil-pg-{}-", std::process::id()))
             .tempdir()
             .expect("temporary directory");
         if running_as_root() {
