@@ -229,7 +229,8 @@ pub struct ServeArgs {
     /// inferences get 429; 0 or unset: no shedding [default: off]
     #[arg(long, env = "VIGIL_SHED_DELAY_MS")]
     pub shed_delay_ms: Option<u64>,
-    /// Most connections open at once; more wait in the listen backlog [default: 4096]
+    /// Most connections open at once on each listener (HTTP, gRPC); more wait in the listen
+    /// backlog [default: 4096]
     #[arg(long, env = "VIGIL_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
     /// Milliseconds a client has to send a request's headers [default: 10000]
@@ -238,7 +239,7 @@ pub struct ServeArgs {
     /// Milliseconds a client has to send a request's body; later gets 408 [default: 30000]
     #[arg(long, env = "VIGIL_BODY_READ_TIMEOUT_MS")]
     pub body_read_timeout_ms: Option<u64>,
-    /// Seconds a connection may stay idle before it is closed [default: 60]
+    /// Seconds a connection (HTTP or gRPC) may stay idle before it is closed [default: 60]
     #[arg(long, env = "VIGIL_IDLE_TIMEOUT_SECS")]
     pub idle_timeout_secs: Option<u64>,
     /// MLflow tracking server whose Model Registry decides what is served (also read from

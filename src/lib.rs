@@ -390,9 +390,10 @@ pub async fn run(
     // Shutdown: (1) the signal fires, (2) readiness turns false (new inferences get 503) and the
     // listeners stop accepting, (3) in-flight requests finish, bounded by the grace period.
     let (stopping, stop) = tokio::sync::watch::channel(false);
+    let acceptor = |listener| listener::Acceptor::new(listener, &config.connections);
     let grpc = grpc_listener.map(|grpc_listener| {
         tokio::spawn(api::grpc::serve(
-            grpc_listener,
+            acceptor(grpc_listener),
             state.clone(),
             stop,
             config.shutdown_grace,
@@ -406,7 +407,7 @@ pub async fn run(
         tracing::info!("shutdown signal received; draining in-flight requests");
     };
     listener::serve(
-        listener,
+        acceptor(listener),
         app,
         config.connections,
         signalled,

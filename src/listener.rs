@@ -1,6 +1,7 @@
-//! Accepting and serving HTTP/1 connections, with limits that protect the gateway from slow and
-//! idle clients: at most `max_connections` open at once (more wait in the listen backlog), a
-//! header read timeout, a whole-body read deadline per request, an idle timeout per connection,
+//! Accepting connections and serving HTTP/1 on them, with limits that protect the gateway from
+//! slow and idle clients: at most `max_connections` open at once per listener (more wait in the
+//! listen backlog) and an idle timeout per connection (both for every listener, see
+//! [`Acceptor`]), and for HTTP/1 a header read timeout, a whole-body read deadline per request,
 //! and a graceful drain at shutdown (in-flight requests finish, within the grace period).
 
 use axum::Router;
@@ -16,13 +17,14 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::{Instant, Sleep};
 use tower::ServiceExt;
 
 /// Limits on connections and on how slowly clients may send.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionLimits {
-    /// Most connections open at once.
+    /// Most connections open at once on each listener.
     pub max_connections: usize,
     /// Time a client has to send a request's headers (from the first byte it waits for).
     pub header_read_timeout: Duration,
@@ -37,16 +39,66 @@ pub struct ConnectionLimits {
 #[error("the request body was not received within {0:?} (body_read_timeout_ms)")]
 pub struct BodyTimedOut(pub Duration);
 
-/// Serves `app` on `listener` until `shutdown` completes; then stops accepting, asks every
-/// connection to close after its current request, and waits for them up to `grace`.
-pub async fn serve(
+/// Accepts one listener's connections: each waits for one of the listener's `max_connections`
+/// slots (the kernel's listen backlog holds the rest), then is accepted with `TCP_NODELAY` and
+/// closed once idle for `idle_timeout`.
+pub struct Acceptor {
     listener: TcpListener,
+    slots: Arc<Semaphore>,
+    idle_timeout: Duration,
+}
+
+/// An accepted connection, and its slot among its listener's `max_connections`.
+pub struct Accepted {
+    /// The socket, closed once idle.
+    pub stream: IdleTimeout,
+    /// Released when dropped: hold it as long as the socket is open.
+    pub slot: OwnedSemaphorePermit,
+}
+
+impl Acceptor {
+    /// Accepts on `listener` within `limits` (`max_connections` and `idle_timeout`).
+    pub fn new(listener: TcpListener, limits: &ConnectionLimits) -> Acceptor {
+        Acceptor {
+            listener,
+            slots: Arc::new(Semaphore::new(limits.max_connections)),
+            idle_timeout: limits.idle_timeout,
+        }
+    }
+
+    /// The next connection, once a slot is free (one is held while waiting for it).
+    pub async fn accept(&self) -> Option<Accepted> {
+        // The semaphore is never closed.
+        let slot = Arc::clone(&self.slots).acquire_owned().await.ok()?;
+        loop {
+            match self.listener.accept().await {
+                Ok((stream, _)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Some(Accepted {
+                        stream: IdleTimeout::new(stream, self.idle_timeout),
+                        slot,
+                    });
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Serves `app` over HTTP/1 on the connections of `acceptor` until `shutdown` completes; then
+/// stops accepting, asks every connection to close after its current request, and waits for
+/// them up to `grace`.
+pub async fn serve(
+    acceptor: Acceptor,
     app: Router,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
@@ -54,27 +106,14 @@ pub async fn serve(
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
-        let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
+        let Accepted { stream, slot } = tokio::select! {
+            accepted = acceptor.accept() => match accepted {
+                Some(accepted) => accepted,
+                None => break,
             },
             () = &mut shutdown => break,
         };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(error) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let io = TokioIo::new(IdleTimeout::new(stream, limits.idle_timeout));
+        let io = TokioIo::new(stream);
         let router = app.clone();
         let body_timeout = limits.body_read_timeout;
         let service = hyper::service::service_fn(move |request: hyper::Request<Incoming>| {
@@ -88,7 +127,7 @@ pub async fn serve(
             drop(slot);
         });
     }
-    drop(listener);
+    drop(acceptor);
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(grace) => {
@@ -102,7 +141,7 @@ pub async fn serve(
 ///
 /// Activity only records the time; the timer is moved when it fires early, so a busy connection
 /// touches the timer wheel about once per `timeout` rather than twice per request.
-struct IdleTimeout {
+pub struct IdleTimeout {
     stream: TcpStream,
     timeout: Duration,
     last_active: Instant,
@@ -117,6 +156,11 @@ impl IdleTimeout {
             last_active: Instant::now(),
             idle: Box::pin(tokio::time::sleep(timeout)),
         }
+    }
+
+    /// The socket.
+    pub fn get_ref(&self) -> &TcpStream {
+        &self.stream
     }
 
     fn active(&mut self) {

@@ -1141,3 +1141,85 @@ async fn shadows_see_grpc_traffic_and_are_compared() {
     assert_eq!(mirrored, 5.0, "every gRPC request is mirrored");
     gateway.stop().await;
 }
+
+/// A gRPC client's first bytes: the HTTP/2 preface and an empty SETTINGS frame.
+const HTTP2_PREFACE: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// A socket to `addr` that has sent `first`.
+async fn opened(addr: std::net::SocketAddr, first: &[u8]) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(first).await.expect("send");
+    stream
+}
+
+/// Whether the server's first bytes arrive within `limit`.
+async fn answered_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    matches!(
+        tokio::time::timeout(limit, stream.read(&mut buffer)).await,
+        Ok(Ok(read)) if read > 0
+    )
+}
+
+/// Whether the server closes `stream` within `limit` (whatever it sends first is read).
+async fn closed_within(stream: &mut tokio::net::TcpStream, limit: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buffer = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Err(_) => return false,
+            Ok(Ok(0) | Err(_)) => return true,
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn grpc_connections_beyond_the_cap_wait_and_idle_ones_close() {
+    let idle = Duration::from_secs(2);
+    let mut config = Config::for_models(models_dir());
+    config.connections.max_connections = 2;
+    config.connections.idle_timeout = idle;
+    let gateway = TestGateway::start_with(config).await;
+    let grpc = gateway.grpc_addr.expect("gRPC listener");
+
+    let mut open = Vec::new();
+    for _ in 0..2 {
+        let mut stream = opened(grpc, HTTP2_PREFACE).await;
+        assert!(
+            answered_within(&mut stream, Duration::from_secs(5)).await,
+            "gRPC connection"
+        );
+        open.push(stream);
+    }
+    // Two are open: a third waits in the backlog, unserved; HTTP has its own budget.
+    let mut third = opened(grpc, HTTP2_PREFACE).await;
+    assert!(
+        !answered_within(&mut third, Duration::from_millis(500)).await,
+        "a gRPC connection beyond max_connections is not served"
+    );
+    let (status, _) = gateway.get_json("/v2/health/live").await;
+    assert_eq!(status, StatusCode::OK, "HTTP is served meanwhile");
+    drop(open.pop());
+    assert!(
+        answered_within(&mut third, Duration::from_secs(5)).await,
+        "served once one closes"
+    );
+
+    // Quiet since its SETTINGS exchange, it is closed after the idle timeout, not before.
+    let quiet = tokio::time::Instant::now();
+    assert!(
+        closed_within(&mut third, Duration::from_secs(10)).await,
+        "an idle gRPC connection is closed"
+    );
+    assert!(
+        quiet.elapsed() >= idle - Duration::from_millis(300),
+        "not before idle_timeout: {:?}",
+        quiet.elapsed()
+    );
+    gateway.stop().await;
+}

@@ -3,17 +3,20 @@
 //! updates for the answer it is still reading) are then unread, and closing a socket with unread
 //! bytes resets it, which can discard the end of that answer on the client. Each connection here,
 //! when dropped, sends its FIN and reads until the client closes (at most [`LINGER`]) first.
+//! Connections come from the listener's [`Acceptor`]: each holds one of its `max_connections`
+//! slots until the lingering close is over, and is closed when idle.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio_stream::wrappers::TcpListenerStream;
-use tokio_stream::{Stream, StreamExt};
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use crate::listener::{Accepted, Acceptor, IdleTimeout};
 
 /// Longest a closing connection waits for the client to close its side.
 pub const LINGER: Duration = Duration::from_secs(2);
@@ -33,21 +36,34 @@ impl Connections {
         Connections { lingering, done }
     }
 
-    /// The connections `listener` accepts (with `TCP_NODELAY`), as the gRPC server takes them.
+    /// The connections `acceptor` accepts, as the gRPC server takes them: accepting stops when
+    /// the server drops the stream (which closes the listener).
     pub fn incoming(
         &self,
-        listener: TcpListener,
+        acceptor: Acceptor,
     ) -> impl Stream<Item = io::Result<Connection>> + use<> {
+        let (accepted, incoming) = mpsc::channel(1);
         let lingering = self.lingering.clone();
-        TcpListenerStream::new(listener).map(move |accepted| {
-            accepted.map(|stream| {
-                let _ = stream.set_nodelay(true);
-                Connection {
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = acceptor.accept() => next,
+                    () = accepted.closed() => None,
+                };
+                let Some(Accepted { stream, slot }) = next else {
+                    break;
+                };
+                let connection = Connection {
                     stream: Some(stream),
+                    slot: Some(slot),
                     lingering: lingering.clone(),
+                };
+                if accepted.send(Ok(connection)).await.is_err() {
+                    break;
                 }
-            })
-        })
+            }
+        });
+        ReceiverStream::new(incoming)
     }
 
     /// Waits for the connections' lingering closes, at most [`LINGER`] (the server has stopped:
@@ -65,13 +81,15 @@ impl Connections {
 /// An accepted connection that lingers when it closes.
 pub struct Connection {
     /// The socket; taken by the lingering close.
-    stream: Option<TcpStream>,
+    stream: Option<IdleTimeout>,
+    /// The connection's slot among `max_connections`; taken by the lingering close.
+    slot: Option<OwnedSemaphorePermit>,
     /// Keeps [`Connections::closed`] waiting while the connection lives.
     lingering: mpsc::Sender<()>,
 }
 
 impl Connection {
-    fn stream(&mut self) -> io::Result<&mut TcpStream> {
+    fn stream(&mut self) -> io::Result<&mut IdleTimeout> {
         self.stream
             .as_mut()
             .ok_or_else(|| io::Error::from(io::ErrorKind::NotConnected))
@@ -79,7 +97,7 @@ impl Connection {
 }
 
 /// Sends FIN, then reads and discards until the client closes or [`LINGER`] passes.
-async fn linger(mut stream: TcpStream) {
+async fn linger(mut stream: IdleTimeout) {
     let _ = stream.shutdown().await;
     let mut scratch = [0u8; 1024];
     let _ = tokio::time::timeout(LINGER, async {
@@ -96,9 +114,10 @@ impl Drop for Connection {
             return;
         };
         let lingering = self.lingering.clone();
+        let slot = self.slot.take();
         runtime.spawn(async move {
             linger(stream).await;
-            drop(lingering);
+            drop((slot, lingering));
         });
     }
 }
@@ -108,7 +127,7 @@ impl Connected for Connection {
 
     fn connect_info(&self) -> TcpConnectInfo {
         match &self.stream {
-            Some(stream) => stream.connect_info(),
+            Some(stream) => stream.get_ref().connect_info(),
             None => TcpConnectInfo {
                 local_addr: None,
                 remote_addr: None,

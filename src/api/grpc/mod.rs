@@ -31,10 +31,10 @@ use super::catalog::{MODEL_REPOSITORY_EXTENSION, PLATFORM, SERVER_NAME, ready_ve
 use super::observe::accounted;
 use super::{ApiError, AppState};
 use crate::engine::TensorSpec;
+use crate::listener::Acceptor;
 use crate::monitor::Protocol;
 use crate::serving::ServingError;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::codec::CompressionEncoding;
 use tonic::{Request, Response, Status};
@@ -218,14 +218,14 @@ fn size_limit_status<B>(
     response
 }
 
-/// Serves the gRPC service on `listener` until `stop` turns true (or its sender is dropped);
+/// Serves the gRPC service on the connections of `acceptor` until `stop` turns true (or its sender is dropped);
 /// then stops accepting and lets in-flight calls finish, up to `grace`. Messages larger than the
 /// HTTP body limit are refused.
 ///
 /// # Errors
 /// The transport's error when serving fails.
 pub async fn serve(
-    listener: TcpListener,
+    acceptor: Acceptor,
     app: AppState,
     stop: watch::Receiver<bool>,
     grace: Duration,
@@ -249,7 +249,7 @@ pub async fn serve(
     let connections = Connections::new();
     let served = server
         .add_service(service)
-        .serve_with_incoming_shutdown(connections.incoming(listener), stopped(stop.clone()));
+        .serve_with_incoming_shutdown(connections.incoming(acceptor), stopped(stop.clone()));
     tokio::pin!(served);
     let result = tokio::select! {
         result = &mut served => result,
